@@ -1,0 +1,61 @@
+"""Argument checks shared by every public entry point.
+
+Each check raises ``ValueError`` (or ``TypeError``) with a message that names the argument, the value
+that was seen and what is expected, so that a wrong call is fixed from the message alone.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_float(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return float(value)
+
+
+def positive_float(name: str, value) -> float:
+    value = non_negative_float(name, value)
+    if value == 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def one_of(name: str, value, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def data_matrix(name: str, x, features: int | None = None) -> torch.Tensor:
+    """A non-empty, finite, floating-point (n, d) tensor, optionally with d == features."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (n, d), got {type(x).__name__}; "
+                        "convert with torch.as_tensor(x, dtype=torch.float32)")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must have shape (n, d), got shape {tuple(x.shape)}; "
+                         "flatten images with x.reshape(len(x), -1)")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}; use x.float()")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}; it needs at least one row")
+    if features is not None and x.shape[1] != features:
+        raise ValueError(f"{name} must have {features} features per row, got {x.shape[1]} "
+                         f"(shape {tuple(x.shape)})")
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).any(dim=1).sum())
+        raise ValueError(f"{name} holds non-finite values (NaN or inf) in {bad} of {x.shape[0]} rows; "
+                         "drop or impute them first")
+    return x

@@ -1,0 +1,74 @@
+"""Loss terms. Each returns a per-point tensor of shape (n,) or its mean: a scalar.
+
+Convention (Ko & Ko, eq. 5): the reconstruction error of a data set Z with reconstruction Z~ is
+(1/n)·||Z - Z~||_F^2: squared error summed over the features of a point, averaged over points.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _same_shape(a: torch.Tensor, b: torch.Tensor, names: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{names} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}; "
+                         "a silent broadcast here would compute the wrong error")
+
+
+def squared_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """||x_i - x_hat_i||^2 for every point i: shape (..., n) from inputs (..., n, d)."""
+    _same_shape(x, x_hat, "x and x_hat")
+    return (x - x_hat).pow(2).sum(dim=-1)
+
+
+def reconstruction_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """(1/n)·||X - X_hat||_F^2: squared error summed over features, averaged over the n points."""
+    return squared_error(x, x_hat).mean(dim=-1)
+
+
+def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x | logits) under independent Bernoulli pixels, summed over features: shape (..., n).
+
+    Takes logits (not probabilities) for numerical stability; x may be any value in [0, 1].
+    """
+    _same_shape(logits, x, "logits and x")
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=-1)
+
+
+def binary_cross_entropy(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean over points of ``bernoulli_nll``: the Bernoulli decoder's reconstruction term."""
+    return bernoulli_nll(logits, x).mean(dim=-1)
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)) in closed form, per point: shape (..., n).
+
+    0.5 · sum_j (mu_j^2 + exp(logvar_j) - 1 - logvar_j), summed over the latent dimensions.
+    """
+    _same_shape(mu, logvar, "mu and logvar")
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
+
+
+def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor | float) -> torch.Tensor:
+    """log N(x; mean, diag(exp(logvar))), summed over the last dimension: shape (..., n)."""
+    _same_shape(x, mean, "x and mean")
+    logvar = torch.as_tensor(logvar, dtype=x.dtype, device=x.device).expand_as(x)
+    return -0.5 * (math.log(2 * math.pi) + logvar + (x - mean).pow(2) / logvar.exp()).sum(dim=-1)
+
+
+def l1_activity(h: torch.Tensor) -> torch.Tensor:
+    """Mean over points of sum_j |h_j|: the L1 sparsity penalty on hidden activations."""
+    return h.abs().sum(dim=-1).mean(dim=-1)
+
+
+def kl_sparsity(h: torch.Tensor, rho: float) -> torch.Tensor:
+    """sum_j KL(Bernoulli(rho) || Bernoulli(rho_hat_j)), rho_hat_j the mean activation of unit j.
+
+    h must lie in (0, 1) (e.g. sigmoid units); rho is the target firing rate.
+    """
+    if not 0 < rho < 1:
+        raise ValueError(f"rho must lie strictly between 0 and 1, got {rho}")
+    rho_hat = h.mean(dim=-2).clamp(1e-6, 1 - 1e-6)
+    return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum(dim=-1)

@@ -1,0 +1,64 @@
+"""The variational autoencoder (Kingma & Welling, 2014) with a diagonal Gaussian encoder."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from vaelib import _checks
+from vaelib.models.autoencoder import ModelOutput
+from vaelib.nn import mlp
+
+DECODERS = ("gaussian", "bernoulli")
+
+
+class VAE(nn.Module):
+    """Encoder q(z|x) = N(mu(x), diag(exp(logvar(x)))), prior N(0, I), and a decoder p(x|z).
+
+    ``decoder="gaussian"``: the decoder outputs the mean of x (trained with squared error).
+    ``decoder="bernoulli"``: it outputs logits of independent pixels in [0, 1] (binary cross-entropy);
+    ``decode`` then returns probabilities and ``forward`` returns logits with ``recon_is_logits``.
+    """
+
+    def __init__(self, in_dim: int, latent_dim: int = 2, hidden: Sequence[int] = (32,),
+                 activation: str = "ptanh", decoder: str = "gaussian"):
+        super().__init__()
+        _checks.positive_int("in_dim", in_dim)
+        _checks.positive_int("latent_dim", latent_dim)
+        _checks.one_of("decoder", decoder, DECODERS)
+        self.in_dim, self.latent_dim, self.decoder_kind = in_dim, latent_dim, decoder
+        self.encoder = mlp([in_dim, *hidden, 2 * latent_dim], activation)
+        self.decoder = mlp([latent_dim, *reversed(list(hidden)), in_dim], activation)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The posterior's mean and log-variance, each of shape (n, latent_dim)."""
+        _checks.data_matrix("x", x, self.in_dim)
+        mu, logvar = self.encoder(x).chunk(2, dim=-1)
+        return mu, logvar
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """z = mu + sigma * eps with eps ~ N(0, I): a sample that gradients can flow through."""
+        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean of x given z (probabilities for the Bernoulli decoder)."""
+        _checks.data_matrix("z", z, self.latent_dim)
+        out = self.decoder(z)
+        return torch.sigmoid(out) if self.decoder_kind == "bernoulli" else out
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        mu, logvar = self.encode(x)
+        z = self.reparameterize(mu, logvar)
+        return ModelOutput(recon=self.decoder(z), z=z, mu=mu, logvar=logvar,
+                           recon_is_logits=self.decoder_kind == "bernoulli")
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n points decoded from z ~ N(0, I): the generative model's samples (decoder means)."""
+        _checks.positive_int("n", n)
+        p = next(self.parameters())
+        z = torch.randn(n, self.latent_dim, generator=generator, dtype=p.dtype,
+                        device=p.device if generator is None else generator.device)
+        return self.decode(z.to(p.device))
