@@ -68,3 +68,51 @@ class ELBO(Objective):
         recon = reconstruction_term(x, out)
         kl = _kl_term(out)
         return {"loss": recon + self.beta * kl, "recon": recon, "kl": kl}
+
+
+ALPHA_RULES = ("reverse", "project", "ascent", "fixed")
+
+
+class KoLagrangian(Objective):
+    """Ko & Ko's practical objective (their eq. 7) with a learnable multiplier alpha >= 0.
+
+    loss = (1 + alpha)·R + alpha·(KL - delta), with R the reconstruction term and KL the closed-form
+    Gaussian KL, both averaged over the minibatch. alpha is a parameter: the trainer's optimiser
+    updates it together with the network, by *descending* on the loss, as the paper did. How alpha is
+    kept non-negative (or whether it ascends) is the ``alpha_rule``:
+
+    * ``"reverse"`` (the paper): when the optimiser's step would take alpha below 0, the step is
+      reversed: alpha <- alpha_old + (alpha_old - alpha_new), i.e. the same step size upwards.
+    * ``"project"``: alpha <- max(alpha, 0) after every step (projected gradient descent).
+    * ``"ascent"``: alpha's gradient is negated, so alpha *ascends* while the network descends (the
+      saddle-point reading of the Lagrangian), then projected onto alpha >= 0.
+    * ``"fixed"``: alpha is a constant weight, not learned.
+    """
+
+    def __init__(self, delta: float = 0.1, alpha_init: float = 1.0, alpha_rule: str = "reverse"):
+        super().__init__()
+        self.delta = _checks.non_negative_float("delta", delta)
+        _checks.non_negative_float("alpha_init", alpha_init)
+        self.alpha_rule = _checks.one_of("alpha_rule", alpha_rule, ALPHA_RULES)
+        self.alpha = nn.Parameter(torch.tensor(float(alpha_init)), requires_grad=alpha_rule != "fixed")
+        self._alpha_before_step: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor, out: ModelOutput) -> Terms:
+        recon = reconstruction_term(x, out)
+        kl = _kl_term(out)
+        alpha = self.alpha
+        weighted_recon = (1 + alpha) * recon
+        return {"loss": weighted_recon + alpha * (kl - self.delta), "recon": recon, "kl": kl,
+                "weighted_recon": weighted_recon, "weighted_kl": alpha * kl, "alpha": alpha.detach()}
+
+    def before_step(self) -> None:
+        if self.alpha_rule == "ascent" and self.alpha.grad is not None:
+            self.alpha.grad.neg_()
+        self._alpha_before_step = self.alpha.detach().clone()
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        if self.alpha_rule == "reverse" and self.alpha < 0:
+            self.alpha.copy_(2 * self._alpha_before_step - self.alpha)
+        elif self.alpha_rule in ("project", "ascent"):
+            self.alpha.clamp_(min=0.0)
