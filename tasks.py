@@ -46,14 +46,17 @@ def ensure_venv() -> None:
 
 
 def ensure_chromium() -> None:
-    """The browser test drives Debian's Chromium; install it with apt-get when it is missing."""
+    """The browser test drives Debian's Chromium; install it with apt-get when it is missing.
+
+    A Korean font (fonts-nanum) comes with it, so the Korean terms show in the test's screenshots.
+    """
     if CHROMIUM.exists():
         return
     if shutil.which("apt-get") is None or os.geteuid() != 0:
         sys.exit("The browser test needs Chromium at /usr/bin/chromium. Install it "
                  "(Debian/Ubuntu: sudo apt-get install chromium) and run the tests again.")
     run("apt-get", "update", "-qq")
-    run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium",
+    run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium", "fonts-nanum",
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
