@@ -6,6 +6,7 @@ that was seen and what is expected, so that a wrong call is fixed from the messa
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -27,10 +28,13 @@ def non_negative_float(name: str, value) -> float:
 
 
 def positive_float(name: str, value) -> float:
-    value = non_negative_float(name, value)
-    if value == 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {float(value)}")
+    return float(value)
 
 
 def one_of(name: str, value, choices) -> str:
@@ -59,3 +63,30 @@ def data_matrix(name: str, x, features: int | None = None) -> torch.Tensor:
         raise ValueError(f"{name} holds non-finite values (NaN or inf) in {bad} of {x.shape[0]} rows; "
                          "drop or impute them first")
     return x
+
+
+def finite_float(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return float(value)
+
+
+def seed(name: str, value) -> int:
+    """A seed that every torch generator accepts: an int in [0, 2**63)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if not 0 <= value < 2**63:
+        raise ValueError(f"{name} must be an integer in [0, 2**63), got {value}")
+    return value
+
+
+def positive_int_sequence(name: str, value) -> tuple[int, ...]:
+    """A list or tuple of positive ints (layer sizes), possibly empty."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a list or tuple of positive ints, got {type(value).__name__} "
+                        f"({value!r}); write a single size as ({value!r},)")
+    for i, item in enumerate(value):
+        positive_int(f"{name}[{i}]", item)
+    return tuple(value)

@@ -1,21 +1,42 @@
 """fit(): the training loop. It knows models and objectives only through their interfaces:
-``objective(x, model(x))`` returns named terms with a ``"loss"``; the loop minimises that and logs
-every term, once per epoch, as the mean over the epoch's minibatches (weighted by batch size).
+``objective(x, model(x))`` returns named scalar terms with a ``"loss"``; the loop minimises that and
+logs every term, once per epoch, as the mean over the epoch's minibatches (weighted by batch size).
+
+Two promises beyond the loop itself:
+
+* **A diverging run keeps its last good state.** When a term or a gradient becomes NaN or infinite,
+  training stops with ``TrainingDiverged`` naming the epoch, the step and the term. The model, the
+  objective (its alpha included) and the optimiser are put back to the end of the last completed
+  epoch, the last point at which all of them, the history and the random generators agree, so it
+  is a state one can inspect, save and resume from; a checkpoint file, if one is kept, gets it too.
+* **An interrupted run resumes exactly.** With ``checkpoint=path`` the whole training state (model,
+  objective, optimiser, history, the global and data-order random generators, the run's settings)
+  is saved every ``checkpoint_every`` epochs; ``resume_from=path`` continues from it, and the final
+  parameters and history are bitwise those of a run that was never interrupted (same machine, same
+  seed), because epoch k + 1 draws its data order and sampling noise from the generator states saved
+  at the end of epoch k.
 """
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import hashlib
+import math
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from vaelib import _checks
+from vaelib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vaelib.objectives import Objective
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+# Settings that make a run what it is: resuming with a different one would not continue that run.
+RESUME_MUST_MATCH = ("batch_size", "optimizer", "seed", "rows", "data_sha256")
 
 
 @dataclass
@@ -25,6 +46,8 @@ class History:
     terms: dict[str, list[float]] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> list[float]:
+        if name not in self.terms:
+            raise KeyError(f"no term {name!r} in this history; it logs {sorted(self.terms)}")
         return self.terms[name]
 
     def __len__(self) -> int:
@@ -42,82 +65,270 @@ class History:
 class TrainingDiverged(FloatingPointError):
     """A loss term or a gradient became NaN or infinite.
 
-    The model and objective have been put back to their state at the start of the failing epoch;
-    ``history`` holds every completed epoch.
+    The model, objective and optimiser have been put back to the end of the last completed epoch
+    (saved to the checkpoint file too, when ``fit`` keeps one); ``history`` holds every completed
+    epoch; ``epoch`` and ``step`` (1-based) and ``term`` say where it happened.
     """
 
-    def __init__(self, message: str, history: History):
+    def __init__(self, message: str, history: History, *, epoch: int | None = None, step: int | None = None,
+                 term: str | None = None):
         super().__init__(message)
-        self.history = history
+        self.history, self.epoch, self.step, self.term = history, epoch, step, term
+
+
+@dataclass
+class _TrainingState:
+    """Everything needed to go back to an epoch boundary: the last state known to be good."""
+
+    model: dict
+    objective: dict
+    optimizer: dict
+    rng: dict[str, torch.Tensor]
+
+    @classmethod
+    def capture(cls, model: nn.Module, objective: Objective, opt: torch.optim.Optimizer,
+                order_rng: torch.Generator, device: torch.device) -> _TrainingState:
+        return cls(copy.deepcopy(model.state_dict()), copy.deepcopy(objective.state_dict()),
+                   copy.deepcopy(opt.state_dict()), _rng_state(order_rng, device))
+
+    def restore(self, model: nn.Module, objective: Objective, opt: torch.optim.Optimizer) -> None:
+        model.load_state_dict(self.model)
+        objective.load_state_dict(self.objective)
+        opt.load_state_dict(self.optimizer)
+
+
+class _NonFinite(Exception):
+    def __init__(self, step: int, term: str):
+        super().__init__(term)
+        self.step, self.term = step, term
 
 
 def fit(model: nn.Module, objective: Objective, x: torch.Tensor, *, epochs: int = 10,
         batch_size: int = 100, lr: float = 1e-3, optimizer: str = "adam", seed: int = 0,
         progress: bool = True, device: str | torch.device = "cpu",
-        on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> History:
+        on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+        checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 1,
+        resume_from: str | os.PathLike | None = None) -> History:
     """Train ``model`` by minimising ``objective`` on the rows of ``x`` with minibatches.
 
     The seed fixes the data order (a fresh permutation each epoch) and the sampling noise of the
     model (e.g. the VAE's reparameterisation); seed the model's initial weights with
     ``vaelib.seed_everything`` before building it. Learnable parameters of the objective (such as a
     Lagrange multiplier) are optimised together with the model's. Returns the per-epoch ``History``.
+
+    ``checkpoint``: a file to save the training state to, every ``checkpoint_every`` epochs and
+    after the last (atomically: a crash while saving leaves the previous file whole).
+    ``resume_from``: a checkpoint saved by ``fit`` to continue from; ``epochs`` stays the total, so
+    ``fit(..., epochs=200, resume_from=f)`` after 120 saved epochs trains 80 more. The model and
+    objective must be built as before, and batch size, optimiser, seed and data must be the same
+    (a different ``lr`` is allowed, e.g. to continue a diverged run with a smaller step).
+
     Raises ``TrainingDiverged`` (epoch, step and term named) when a term or gradient is not finite.
     """
     x = _checks.data_matrix("x", x)
-    _checks.positive_int("epochs", epochs)
-    _checks.positive_int("batch_size", batch_size)
-    _checks.positive_float("lr", lr)
-    _checks.one_of("optimizer", optimizer, OPTIMIZERS)
-    if not isinstance(objective, Objective):
-        raise TypeError(f"objective must be a vaelib.objectives.Objective, got {type(objective).__name__}")
-
-    device = torch.device(device)
-    model.to(device)
+    _check_fit_arguments(model, objective, epochs, batch_size, lr, optimizer, seed, on_epoch_end,
+                         checkpoint, checkpoint_every, resume_from)
+    device = _device(device)
+    model.to(device).train()  # training mode: e.g. a denoising model corrupts its input only here
     objective.to(device)
     x = x.to(device)
-    params = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
-    opt = OPTIMIZERS[optimizer](params, lr=lr, foreach=True)
-    torch.manual_seed(seed)
-    order_rng = torch.Generator().manual_seed(seed)
-    history = History()
-    n = x.shape[0]
+    named_params = _trainable_parameters(model, objective)
+    opt = OPTIMIZERS[optimizer]([p for _, p in named_params], lr=lr, foreach=True)
+    settings = None
+    if checkpoint is not None or resume_from is not None:
+        settings = {"batch_size": batch_size, "optimizer": optimizer, "seed": seed, "rows": x.shape[0],
+                    "data_sha256": _data_sha256(x), "lr": lr}
+    order_rng = torch.Generator()
+    if resume_from is None:
+        torch.manual_seed(seed)
+        order_rng.manual_seed(seed)
+        history = History()
+    else:
+        history = _resume(Path(resume_from), model, objective, opt, order_rng, device, settings, epochs)
 
-    bar = tqdm(range(epochs), desc="training", disable=not progress, leave=False)
+    def save(rng: dict[str, torch.Tensor]) -> None:
+        save_checkpoint(checkpoint, model, objective=objective, optimizer=opt, history=history,
+                        rng_state=rng, fit_settings=settings)
+
+    bar = tqdm(range(len(history), epochs), initial=len(history), total=epochs, desc="training",
+               disable=not progress, leave=False)
     for epoch in bar:
-        last_good = (copy.deepcopy(model.state_dict()), copy.deepcopy(objective.state_dict()))
-        sums: dict[str, float] = {}
-        for step, idx in enumerate(torch.randperm(n, generator=order_rng).split(batch_size)):
-            batch = x[idx.to(device)]
-            terms = objective(batch, model(batch))
-            opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            bad = _first_non_finite(terms, params)
-            if bad is not None:
-                model.load_state_dict(last_good[0])
-                objective.load_state_dict(last_good[1])
-                raise TrainingDiverged(
-                    f"training stopped at epoch {epoch + 1}, step {step + 1}: {bad} is not finite. "
-                    f"Model restored to the start of epoch {epoch + 1}; history holds {len(history)} "
-                    "completed epochs. Try a smaller learning rate or check the data's scale.", history)
-            objective.before_step()
-            opt.step()
-            objective.after_step()
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + value.detach().item() * len(idx)
-        means = {name: total / n for name, total in sums.items()}
+        start = _TrainingState.capture(model, objective, opt, order_rng, device)
+        try:
+            means = _run_epoch(model, objective, x, opt, named_params, order_rng, batch_size)
+        except _NonFinite as bad:
+            start.restore(model, objective, opt)
+            if checkpoint is not None:
+                save(start.rng)
+            raise TrainingDiverged(_diverged_message(epoch + 1, bad, len(history), checkpoint), history,
+                                   epoch=epoch + 1, step=bad.step, term=bad.term) from None
         history.append(means)
         bar.set_postfix(loss=f"{means['loss']:.4g}")
         if on_epoch_end is not None:
             on_epoch_end(epoch, means)
+        if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
+            save(_rng_state(order_rng, device))  # after the callback: it may draw random numbers too
     return history
 
 
-def _first_non_finite(terms: dict[str, torch.Tensor], params: list[torch.Tensor]) -> str | None:
-    """The name of the first non-finite term, "a gradient" if only a gradient is, else None."""
-    for name, value in terms.items():
-        if not torch.isfinite(value).all():
-            return f"the term {name!r}"
-    grads = [p.grad.sum() for p in params if p.grad is not None]
-    if grads and not torch.isfinite(torch.stack(grads).sum()):
-        return "a gradient"
+def _run_epoch(model: nn.Module, objective: Objective, x: torch.Tensor, opt: torch.optim.Optimizer,
+               named_params: list[tuple[str, nn.Parameter]], order_rng: torch.Generator,
+               batch_size: int) -> dict[str, float]:
+    """One pass over a fresh permutation of x; the means of the terms, or ``_NonFinite``."""
+    sums: dict[str, float] = {}
+    step = 0
+    for step, idx in enumerate(torch.randperm(x.shape[0], generator=order_rng).split(batch_size), start=1):
+        batch = x[idx.to(x.device)]
+        terms = objective(batch, model(batch))
+        values = _term_values(objective, terms)
+        bad = next((f"the term {name!r}" for name, v in values.items() if not math.isfinite(v)), None)
+        if bad is not None:
+            raise _NonFinite(step, bad)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        bad = _first_non_finite_gradient(named_params)
+        if bad is not None:
+            raise _NonFinite(step, bad)
+        objective.before_step()
+        opt.step()
+        objective.after_step()
+        for name, value in values.items():
+            sums[name] = sums.get(name, 0.0) + value * len(idx)
+    bad = _first_non_finite_state(model, objective)
+    if bad is not None:  # an update overflowed: never record or save such an epoch
+        raise _NonFinite(step, bad)
+    return {name: total / x.shape[0] for name, total in sums.items()}
+
+
+def _term_values(objective: Objective, terms) -> dict[str, float]:
+    """The terms as Python floats, after checking they are what the trainer needs."""
+    name = type(objective).__name__
+    if not isinstance(terms, Mapping) or "loss" not in terms:
+        raise ValueError(f"{name} must return a dict of named terms with a 'loss' entry, got "
+                         f"{sorted(terms) if isinstance(terms, Mapping) else type(terms).__name__}")
+    values = {}
+    for term, value in terms.items():
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"{name} returned the term {term!r} as {shape}; every term must be a scalar "
+                             "tensor (average over the batch inside the objective)")
+        values[term] = value.detach().item()
+    return values
+
+
+def _first_non_finite_gradient(named_params: list[tuple[str, nn.Parameter]]) -> str | None:
+    """"the gradient of '<name>'" for the first non-finite gradient, else None.
+
+    One float64 sum per gradient decides quickly (float32 values cannot overflow a float64 sum);
+    only when it is not finite are the gradients scanned to name the culprit.
+    """
+    grads = [p.grad for _, p in named_params if p.grad is not None]
+    if not grads or torch.isfinite(torch.stack([g.sum(dtype=torch.float64) for g in grads]).sum()):
+        return None
+    for name, p in named_params:
+        if p.grad is not None and not torch.isfinite(p.grad).all():
+            return f"the gradient of {name!r}"
     return None
+
+
+def _first_non_finite_state(model: nn.Module, objective: Objective) -> str | None:
+    """"the parameter '<name>' after the update" for the first non-finite entry, else None."""
+    for prefix, module in (("model", model), ("objective", objective)):
+        for name, value in module.state_dict().items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+                return f"the parameter {prefix + '.' + name!r} after the update"
+    return None
+
+
+def _diverged_message(epoch: int, bad: _NonFinite, completed: int, checkpoint) -> str:
+    where = f"the end of epoch {completed}" if completed else "their state before training"
+    saved = f"; that state was saved to {checkpoint}" if checkpoint is not None else ""
+    return (f"training stopped at epoch {epoch}, step {bad.step}: {bad.term} is not finite. The model, "
+            f"objective and optimiser were restored to {where} (the last good state); history holds "
+            f"{completed} completed epochs{saved}. Try a smaller learning rate or check the data's scale.")
+
+
+def _trainable_parameters(model: nn.Module, objective: Objective) -> list[tuple[str, nn.Parameter]]:
+    named = [(f"model.{n}", p) for n, p in model.named_parameters() if p.requires_grad]
+    named += [(f"objective.{n}", p) for n, p in objective.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError(f"model ({type(model).__name__}) and objective ({type(objective).__name__}) have no "
+                         "trainable parameters: there is nothing to fit")
+    return named
+
+
+def _rng_state(order_rng: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    """The generators a run draws from: the global one (sampling noise) and the data order."""
+    state = {"torch": torch.get_rng_state(), "order": order_rng.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _data_sha256(x: torch.Tensor) -> str:
+    """A fingerprint of the training data, so that a run is never resumed on other data."""
+    cpu = x.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{cpu.dtype}{tuple(cpu.shape)}".encode())
+    h.update(cpu.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _resume(path: Path, model: nn.Module, objective: Objective, opt: torch.optim.Optimizer,
+            order_rng: torch.Generator, device: torch.device, settings: dict, epochs: int) -> History:
+    """Load the training state saved in ``path``; return its history (the epochs already done)."""
+    ckpt = load_checkpoint(path)
+    if ckpt.fit_settings is None or not {"torch", "order"} <= set(ckpt.rng_state):
+        raise CheckpointError(f"resume_from={str(path)!r} was not saved by fit (it holds no fit settings or "
+                              "random state), so training cannot resume from it")
+    for key in RESUME_MUST_MATCH:
+        saved, given = ckpt.fit_settings.get(key), settings[key]
+        if saved != given:
+            if key == "data_sha256":
+                raise ValueError(f"x is not the data that {path} was trained on (its sha256 differs); "
+                                 "resume with the same data")
+            raise ValueError(f"{path} was trained with {key}={saved!r}, got {key}={given!r}; resuming must "
+                             "repeat the run's settings (only lr and epochs may change)")
+    done = len(next(iter(ckpt.history.values()), []))
+    if epochs < done:
+        raise ValueError(f"epochs={epochs} is less than the {done} epochs already in {path}; epochs is the "
+                         f"total number of epochs, so pass epochs >= {done}")
+    ckpt.restore(model, objective, opt)
+    for group in opt.param_groups:
+        group["lr"] = settings["lr"]
+    torch.set_rng_state(ckpt.rng_state["torch"])
+    order_rng.set_state(ckpt.rng_state["order"])
+    if device.type == "cuda" and "cuda" in ckpt.rng_state:
+        torch.cuda.set_rng_state(ckpt.rng_state["cuda"], device)
+    return History({name: list(values) for name, values in ckpt.history.items()})
+
+
+def _device(value) -> torch.device:
+    try:
+        return torch.device(value)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be a torch.device or a name such as 'cpu' or 'cuda:0', got {value!r}") from None
+
+
+def _check_fit_arguments(model, objective, epochs, batch_size, lr, optimizer, seed, on_epoch_end,
+                         checkpoint, checkpoint_every, resume_from) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module (e.g. vaelib.VAE), got {type(model).__name__}")
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be a vaelib.objectives.Objective, got {type(objective).__name__}")
+    _checks.positive_int("epochs", epochs)
+    _checks.positive_int("batch_size", batch_size)
+    _checks.positive_float("lr", lr)
+    _checks.one_of("optimizer", optimizer, OPTIMIZERS)
+    _checks.seed("seed", seed)
+    if on_epoch_end is not None and not callable(on_epoch_end):
+        raise TypeError(f"on_epoch_end must be a function (epoch, means) -> None or None, got "
+                        f"{type(on_epoch_end).__name__}")
+    _checks.positive_int("checkpoint_every", checkpoint_every)
+    for name, path in (("checkpoint", checkpoint), ("resume_from", resume_from)):
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"{name} must be a file path (str or os.PathLike) or None, got {type(path).__name__}")
+    if checkpoint is not None and not Path(checkpoint).parent.is_dir():
+        raise FileNotFoundError(f"checkpoint={str(checkpoint)!r}: the folder {Path(checkpoint).parent} does not "
+                                "exist; create it first")
+    if resume_from is not None and not Path(resume_from).is_file():
+        raise FileNotFoundError(f"resume_from={str(resume_from)!r}: no checkpoint file there")

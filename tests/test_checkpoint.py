@@ -1,0 +1,316 @@
+"""Checkpoints: round trips, atomic writes, corrupted files, no code execution on load."""
+import json
+import os
+import re
+import struct
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+
+import vaelib
+from vaelib import checkpoint as ck
+from vaelib.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+
+
+def _trained_state(steps=3):
+    """A VAE, a Ko objective and an Adam optimiser after a few steps: every kind of state."""
+    vaelib.seed_everything(0)
+    model = vaelib.VAE(3, hidden=(16, 8))
+    objective = vaelib.KoLagrangian(delta=0.2, alpha_init=0.5)
+    opt = torch.optim.Adam([*model.parameters(), *objective.parameters()], lr=1e-2)
+    x = torch.randn(32, 3)
+    for _ in range(steps):
+        opt.zero_grad()
+        objective(x, model(x))["loss"].backward()
+        opt.step()
+    return model, objective, opt
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _optimizer_states_equal(a: torch.optim.Optimizer, b: torch.optim.Optimizer) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa["param_groups"] == sb["param_groups"] and sa["state"].keys() == sb["state"].keys() and all(
+        _states_equal(sa["state"][i], sb["state"][i]) for i in sa["state"])
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model, objective, opt = _trained_state()
+    path = save_checkpoint(tmp_path / "run.ckpt", model, objective=objective, optimizer=opt,
+                           history={"loss": [2.0, 1.5]}, rng_state={"torch": torch.get_rng_state()},
+                           fit_settings={"seed": 3})
+    return path, model, objective, opt
+
+
+# ---------------------------------------------------------------------------------------------- round trips
+
+def test_round_trip_restores_model_objective_optimizer_history_and_rng(saved):
+    path, model, objective, opt = saved
+    ckpt = load_checkpoint(path)
+    assert ckpt.history == {"loss": [2.0, 1.5]} and ckpt.fit_settings == {"seed": 3}
+    assert torch.equal(ckpt.rng_state["torch"], torch.get_rng_state())
+    vaelib.seed_everything(1)  # different initial weights, alpha and empty optimiser state
+    model2 = vaelib.VAE(3, hidden=(16, 8))
+    objective2 = vaelib.KoLagrangian(delta=0.2, alpha_init=3.0)
+    opt2 = torch.optim.Adam([*model2.parameters(), *objective2.parameters()], lr=1e-2)
+    assert not _states_equal(model.state_dict(), model2.state_dict())
+    ckpt.restore(model2, objective2, opt2)
+    assert _states_equal(model.state_dict(), model2.state_dict())
+    assert torch.equal(objective.alpha, objective2.alpha) and objective2.alpha.item() != 3.0
+    assert _optimizer_states_equal(opt, opt2)  # Adam's moments, step counts, betas as a tuple
+
+
+def test_load_model_rebuilds_from_the_stored_constructor_arguments(saved):
+    path, model, _, _ = saved
+    rebuilt = load_model(path)
+    assert type(rebuilt) is vaelib.VAE and rebuilt.init_args == {
+        "in_dim": 3, "latent_dim": 2, "hidden": [16, 8], "activation": "ptanh", "decoder": "gaussian"}
+    assert _states_equal(model.state_dict(), rebuilt.state_dict())
+    x = torch.randn(5, 3)
+    assert torch.equal(model.encode(x)[0], rebuilt.encode(x)[0])
+
+
+@pytest.mark.parametrize("build", [
+    lambda: vaelib.Autoencoder(4, latent_dim=3, hidden=(8,), activation="elu"),
+    lambda: vaelib.VAE(64, hidden=(32,), decoder="bernoulli"),
+    lambda: vaelib.TiedAutoencoder(5, hidden=(4, 3)),
+    lambda: vaelib.DenoisingAutoencoder(6, hidden=(4,), noise_std=0.2),
+    lambda: vaelib.SparseAutoencoder(6, code_dim=9),
+    lambda: vaelib.ConvAutoencoder(),
+])
+def test_every_library_model_survives_save_and_load_model(tmp_path, build):
+    torch.manual_seed(0)
+    model = build()
+    rebuilt = load_model(save_checkpoint(tmp_path / "m.ckpt", model))
+    assert type(rebuilt) is type(model) and rebuilt.init_args == json.loads(json.dumps(model.init_args))
+    assert _states_equal(model.state_dict(), rebuilt.state_dict())
+
+
+def test_tied_weights_stay_tied_after_loading(tmp_path):
+    model = vaelib.TiedAutoencoder(5, hidden=(4,))
+    rebuilt = load_model(save_checkpoint(tmp_path / "t.ckpt", model))
+    assert rebuilt.decoder[0].weight is rebuilt.encoder[2].weight
+
+
+def test_a_model_without_recorded_arguments_is_restored_but_not_rebuilt(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    path = save_checkpoint(tmp_path / "plain.ckpt", net)
+    with pytest.raises(CheckpointError, match=r"plain\.ckpt does not record how to build its Sequential model"):
+        load_model(path)
+    other = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    load_checkpoint(path).restore(other)
+    assert _states_equal(net.state_dict(), other.state_dict())
+
+
+def test_restore_checks_classes_and_rolls_back_on_a_shape_mismatch(saved):
+    path, _, _, _ = saved
+    ckpt = load_checkpoint(path)
+    with pytest.raises(CheckpointError, match=r"run\.ckpt holds the model state of class VAE, "
+                                              r"but the model given is of class Autoencoder"):
+        ckpt.restore(vaelib.Autoencoder(3))
+    with pytest.raises(CheckpointError, match=r"run\.ckpt holds the objective state of class KoLagrangian, "
+                                              r"but the objective given is of class ELBO"):
+        ckpt.restore(vaelib.VAE(3, hidden=(16, 8)), vaelib.ELBO())
+    wrong = vaelib.VAE(3, hidden=(16, 4))
+    before = {k: v.clone() for k, v in wrong.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"run\.ckpt does not fit the given model: .*size mismatch"):
+        ckpt.restore(wrong)
+    assert _states_equal(before, wrong.state_dict())
+    model = vaelib.VAE(3, hidden=(16, 8))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(CheckpointError, match="holds the optimizer state of class Adam, "
+                                              "but the optimizer given is of class SGD"):
+        ckpt.restore(model, vaelib.KoLagrangian(), sgd)
+    too_few = torch.optim.Adam(model.parameters(), lr=0.1)  # without the objective's alpha
+    with pytest.raises(CheckpointError, match="does not fit the given optimizer"):
+        ckpt.restore(model, vaelib.KoLagrangian(), too_few)
+    assert _states_equal(before, model.state_dict())  # the model loaded first was rolled back
+
+
+def test_restore_asks_for_parts_the_file_does_not_hold(tmp_path):
+    path = save_checkpoint(tmp_path / "model-only.ckpt", vaelib.VAE(3))
+    with pytest.raises(CheckpointError, match=r"model-only\.ckpt holds no objective state"):
+        load_checkpoint(path).restore(vaelib.VAE(3), vaelib.ELBO())
+
+
+# ---------------------------------------------------------------------------------------------- atomic writes
+
+def _fail(*args, **kwargs):
+    raise OSError("simulated crash")
+
+
+@pytest.mark.parametrize("target", ["os.replace", "os.fsync", "safetensors.torch.save"])
+def test_a_failed_write_leaves_the_previous_checkpoint_intact(saved, monkeypatch, target):
+    path, model, _, _ = saved
+    before = path.read_bytes()
+    with torch.no_grad():
+        model.encoder[0].weight.add_(1.0)  # the new save would differ from the old one
+    module, _, name = target.rpartition(".")
+    monkeypatch.setattr({"os": os, "safetensors.torch": safetensors.torch}[module], name, _fail)
+    with pytest.raises(OSError, match="simulated crash"):
+        save_checkpoint(path, model)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert load_checkpoint(path).history == {"loss": [2.0, 1.5]}
+    assert os.listdir(path.parent) == [path.name]  # no temporary file left behind
+
+
+def test_a_crash_that_leaves_a_partial_temporary_file_does_not_touch_the_checkpoint(saved):
+    path, model, _, _ = saved
+    partial = path.parent / f".{path.name}.abc.tmp"
+    partial.write_bytes(path.read_bytes()[:100])  # what a killed process would leave
+    assert load_checkpoint(path).history == {"loss": [2.0, 1.5]}
+    save_checkpoint(path, model)  # the next save still works
+    assert load_checkpoint(path).history == {}
+
+
+def test_save_replaces_the_old_file_in_one_step(saved, monkeypatch):
+    path, model, _, _ = saved
+    calls = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (calls.append((Path(src), Path(dst))), real_replace(src, dst)))
+    save_checkpoint(path, model, history={"loss": [1.0]})
+    assert len(calls) == 1 and calls[0][1] == path and calls[0][0].parent == path.parent
+    assert load_checkpoint(path).history == {"loss": [1.0]}
+
+
+# ---------------------------------------------------------------------------------------------- damaged files
+
+def _header(data: bytes) -> tuple[int, dict]:
+    n = struct.unpack("<Q", data[:8])[0]
+    return n, json.loads(data[8:8 + n])
+
+
+def _with_header(data: bytes, edit) -> bytes:
+    """The file with its JSON header edited by ``edit`` (and re-padded to the same length)."""
+    n, header = _header(data)
+    edit(header)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    assert len(raw) <= n, "the edit must not lengthen the header"
+    return data[:8] + raw.ljust(n) + data[8 + n:]
+
+
+def _edit_meta(key, value):
+    def edit(header):
+        meta = json.loads(header["__metadata__"]["meta"])
+        meta[key] = value
+        header["__metadata__"]["meta"] = json.dumps(meta, sort_keys=True)
+    return edit
+
+
+def _flip(offset_from_end):
+    def damage(data):
+        i = len(data) - offset_from_end
+        return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
+    return damage
+
+
+CORRUPTIONS = [
+    ("empty file", lambda d: b"", r"is truncated or not a checkpoint: it holds only 0 bytes"),
+    ("first 5 bytes", lambda d: d[:5], r"is truncated or not a checkpoint: it holds only 5 bytes"),
+    ("cut in the header", lambda d: d[:200], r"is truncated or not a checkpoint: its header promises \d+ bytes"),
+    ("cut in the tensors", lambda d: d[:-100], r"is corrupted or truncated: safetensors cannot read it"),
+    ("one byte short", lambda d: d[:-1], r"is corrupted or truncated: safetensors cannot read it"),
+    ("bytes appended", lambda d: d + b"garbage", r"is corrupted or truncated: safetensors cannot read it"),
+    ("bit flipped in a tensor", _flip(10), r"is corrupted or was edited: its content does not match the sha256"),
+    ("bit flipped in the header JSON", lambda d: d[:9] + b"\x00" + d[10:],
+     r"is corrupted or not a checkpoint: its header is not valid JSON"),
+    ("history edited", lambda d: _with_header(d, _edit_meta("history", {"loss": [0.0, 0.0]})),
+     r"is corrupted or was edited: its content does not match the sha256"),
+    ("model class edited", lambda d: _with_header(d, _edit_meta("model", {"class": "Autoencoder", "init_args": None,
+                                                                       "other_state": {}})),
+     r"is corrupted or was edited"),
+    ("digest edited", lambda d: _with_header(d, lambda h: h["__metadata__"].update(sha256="0" * 64)),
+     r"is corrupted or was edited"),
+    ("format edited", lambda d: _with_header(d, lambda h: h["__metadata__"].update(format="other")),
+     r"is not a vaelib checkpoint: its metadata has format 'other'"),
+    ("future version", lambda d: _with_header(d, lambda h: h["__metadata__"].update(version="2")),
+     r"has checkpoint format version '2'; this vaelib reads version 1"),
+    ("metadata removed", lambda d: _with_header(d, lambda h: h.pop("__metadata__")),
+     r"is not a vaelib checkpoint: its metadata has format None"),
+    ("a plain safetensors file", lambda d: safetensors.torch.save({"w": torch.zeros(2)}),
+     r"is not a vaelib checkpoint"),
+    ("a pickle (torch.save) file", None, r"is truncated or not a checkpoint|is corrupted or not a checkpoint"),
+    ("a text file", lambda d: b"hello, this is not a checkpoint\n", r"is truncated or not a checkpoint"),
+]
+
+
+@pytest.mark.parametrize("name, damage, message", CORRUPTIONS, ids=[c[0] for c in CORRUPTIONS])
+def test_a_damaged_file_gives_a_clear_error_naming_it(saved, name, damage, message):
+    path = saved[0]
+    if damage is None:
+        torch.save({"w": torch.zeros(2)}, path)
+    else:
+        path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CheckpointError, match=re.escape(str(path)) + " " + message):
+        load_checkpoint(path)
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape(f"no checkpoint file at {tmp_path / 'nope.ckpt'}")):
+        load_checkpoint(tmp_path / "nope.ckpt")
+
+
+def test_loading_never_unpickles(saved, monkeypatch):
+    """A checkpoint is read with safetensors and json only: pickle is never consulted."""
+    import pickle
+
+    monkeypatch.setattr(pickle, "loads", _fail)
+    monkeypatch.setattr(pickle, "load", _fail)
+    monkeypatch.setattr(torch, "load", _fail)
+    load_model(saved[0])
+
+
+def test_the_library_never_uses_pickle_or_an_unsafe_torch_load():
+    sources = Path(vaelib.__file__).parent.rglob("*.py")
+    for source in sources:
+        text = source.read_text()
+        assert not re.search(r"^\s*(import|from)\s+(c?pickle|dill|joblib)\b", text, re.M), source
+        for call in re.finditer(r"(?<![\w.])torch\.load\(([^)]*)\)", text):
+            assert "weights_only=True" in call.group(1), f"{source}: {call.group(0)}"
+
+
+# ---------------------------------------------------------------------------------------------- bad arguments
+
+def test_save_checkpoint_rejects_bad_arguments(tmp_path):
+    model = vaelib.VAE(3)
+    with pytest.raises(TypeError, match=r"path must be a str or os.PathLike, got int \(3\)"):
+        save_checkpoint(3, model)
+    with pytest.raises(FileNotFoundError, match=r"the folder .*missing does not exist"):
+        save_checkpoint(tmp_path / "missing" / "a.ckpt", model)
+    with pytest.raises(IsADirectoryError, match="it is a folder; give a file name"):
+        save_checkpoint(tmp_path, model)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got str"):
+        save_checkpoint(tmp_path / "a.ckpt", "model")
+    with pytest.raises(TypeError, match="optimizer must be a torch.optim.Optimizer or None, got str"):
+        save_checkpoint(tmp_path / "a.ckpt", model, optimizer="adam")
+    with pytest.raises(TypeError, match="history must be a vaelib.History, a dict of lists or None, got list"):
+        save_checkpoint(tmp_path / "a.ckpt", model, history=[1.0])
+    with pytest.raises(ValueError, match="checkpoint metadata holds NaN or an infinite number"):
+        save_checkpoint(tmp_path / "a.ckpt", model, history={"loss": [float("nan")]})
+    with pytest.raises(TypeError, match=r"fit_settings\['device'\] = device\(type='cpu'\) .* cannot be stored"):
+        save_checkpoint(tmp_path / "a.ckpt", model, fit_settings={"device": torch.device("cpu")})
+    assert not list(tmp_path.iterdir())
+
+
+def test_rebuildable_refuses_ambiguous_classes():
+    with pytest.raises(ValueError, match="another model class named 'VAE' is already registered"):
+        ck.rebuildable(type("VAE", (torch.nn.Module,), {}))
+
+    class Star(torch.nn.Module):
+        def __init__(self, *sizes):
+            super().__init__()
+
+    with pytest.raises(TypeError, match=r"Star.__init__ takes \*args or \*\*kwargs"):
+        ck.rebuildable(Star)
+
+
+def test_a_subclass_records_its_own_arguments_not_its_parents():
+    model = vaelib.DenoisingAutoencoder(6, hidden=(4,), noise_std=0.3)
+    assert model.init_args["noise_std"] == 0.3 and model.init_args["in_dim"] == 6
