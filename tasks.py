@@ -72,6 +72,9 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0] not in {"book", "test"}:
         print(__doc__, file=sys.stderr)
         return 2
+    # The book's networks are tiny: one thread per process is faster than two that wait for each
+    # other, and far faster when the cores are busy (a VAE epoch measured 0.57 s vs 11 s of CPU).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     ensure_venv()
     if argv[0] == "book":
         index = build_book()
