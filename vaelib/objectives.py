@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from vaelib import _checks
-from vaelib.losses import bernoulli_nll, gaussian_kl, squared_error
+from vaelib.losses import bernoulli_nll, gaussian_kl, kl_sparsity, l1_activity, squared_error
 from vaelib.models.autoencoder import ModelOutput
 
 Terms = dict[str, torch.Tensor]
@@ -71,21 +71,39 @@ class ELBO(Objective):
 
 
 ALPHA_RULES = ("reverse", "project", "ascent", "fixed")
+KL_REDUCTIONS = ("mean", "sum")
+# What each rule does to alpha's gradient before the optimiser step: keep it, negate it (ascent),
+# or zero it (fixed, for trainers that keep alpha among the optimised tensors).
+ALPHA_GRADIENT_SIGN = {"reverse": 1.0, "project": 1.0, "ascent": -1.0, "fixed": 0.0}
 
 
-class KoLagrangian(Objective):
-    """Ko & Ko's practical objective (their eq. 7) with a learnable multiplier alpha >= 0.
+def constrain_alpha(rule: str, alpha: torch.Tensor, alpha_before: torch.Tensor) -> torch.Tensor:
+    """alpha after an optimiser step, kept non-negative as ``rule`` says (elementwise, any shape).
 
-    loss = (1 + alpha)·R + alpha·(KL - delta), with R the reconstruction term and KL the closed-form
-    Gaussian KL, both averaged over the minibatch. alpha is a parameter: the trainer's optimiser
-    updates it together with the network, by *descending* on the loss, as the paper did. How alpha is
-    kept non-negative (or whether it ascends) is the ``alpha_rule``:
+    One definition of the rules for every trainer: ``KoLagrangian.after_step`` applies it to its
+    scalar alpha, ``vaelib.engine`` to the alphas of many runs at once. ``alpha_before`` is alpha
+    before the step; ``"reverse"`` reflects a step that went below 0 about the old value.
+    """
+    _checks.one_of("rule", rule, ALPHA_RULES)
+    if rule == "reverse":
+        return torch.where(alpha < 0, 2 * alpha_before - alpha, alpha)
+    if rule in ("project", "ascent"):
+        return alpha.clamp(min=0.0)
+    return alpha
 
-    * ``"reverse"`` (the paper): when the optimiser's step would take alpha below 0, the step is
+
+class LagrangeMultiplierObjective(Objective):
+    """Base of objectives with a constraint term alpha·(D - delta) and a learnable alpha >= 0.
+
+    alpha is a parameter: the trainer's optimiser updates it together with the network, by
+    *descending* on the loss unless the rule says otherwise. How alpha is kept non-negative (or
+    whether it ascends) is the ``alpha_rule``:
+
+    * ``"reverse"`` (Ko & Ko): when the optimiser's step would take alpha below 0, the step is
       reversed: alpha <- alpha_old + (alpha_old - alpha_new), i.e. the same step size upwards.
     * ``"project"``: alpha <- max(alpha, 0) after every step (projected gradient descent).
     * ``"ascent"``: alpha's gradient is negated, so alpha *ascends* while the network descends (the
-      saddle-point reading of the Lagrangian), then projected onto alpha >= 0.
+      saddle-point reading of the Lagrangian, dual ascent), then projected onto alpha >= 0.
     * ``"fixed"``: alpha is a constant weight, not learned.
     """
 
@@ -97,22 +115,95 @@ class KoLagrangian(Objective):
         self.alpha = nn.Parameter(torch.tensor(float(alpha_init)), requires_grad=alpha_rule != "fixed")
         self._alpha_before_step: torch.Tensor | None = None
 
+    def before_step(self) -> None:
+        if self.alpha.grad is not None:
+            self.alpha.grad.mul_(ALPHA_GRADIENT_SIGN[self.alpha_rule])
+        self._alpha_before_step = self.alpha.detach().clone()
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        self.alpha.copy_(constrain_alpha(self.alpha_rule, self.alpha, self._alpha_before_step))
+
+
+class KoLagrangian(LagrangeMultiplierObjective):
+    """Ko & Ko's practical objective (their eq. 7) with a learnable multiplier alpha >= 0.
+
+    loss = (1 + alpha)·R + alpha·(KL - delta), with R the reconstruction term averaged over the
+    minibatch and KL the closed-form Gaussian KL, averaged over it too (``kl_reduction="mean"``) or
+    summed over its points (``"sum"``: the literal reading of eq. 7, where 1/n multiplies only the
+    squared error and the KL is that of the whole batch's joint posterior, which weighs the KL by
+    the batch size). It is the Lagrangian R + alpha·(D - delta) with the divergence D replaced by
+    the ELBO loss R + KL, so the constraint it encodes is R + KL <= delta. The paper trains alpha by
+    descent with the ``"reverse"`` rule (see ``LagrangeMultiplierObjective`` for the rules).
+    """
+
+    def __init__(self, delta: float = 0.1, alpha_init: float = 1.0, alpha_rule: str = "reverse",
+                 kl_reduction: str = "mean"):
+        super().__init__(delta, alpha_init, alpha_rule)
+        self.kl_reduction = _checks.one_of("kl_reduction", kl_reduction, KL_REDUCTIONS)
+
     def forward(self, x: torch.Tensor, out: ModelOutput) -> Terms:
         recon = reconstruction_term(x, out)
         kl = _kl_term(out)
+        if self.kl_reduction == "sum":
+            kl = kl * x.shape[-2]
         alpha = self.alpha
         weighted_recon = (1 + alpha) * recon
         return {"loss": weighted_recon + alpha * (kl - self.delta), "recon": recon, "kl": kl,
                 "weighted_recon": weighted_recon, "weighted_kl": alpha * kl, "alpha": alpha.detach()}
 
-    def before_step(self) -> None:
-        if self.alpha_rule == "ascent" and self.alpha.grad is not None:
-            self.alpha.grad.neg_()
-        self._alpha_before_step = self.alpha.detach().clone()
 
-    @torch.no_grad()
-    def after_step(self) -> None:
-        if self.alpha_rule == "reverse" and self.alpha < 0:
-            self.alpha.copy_(2 * self._alpha_before_step - self.alpha)
-        elif self.alpha_rule in ("project", "ascent"):
-            self.alpha.clamp_(min=0.0)
+class KLConstrained(LagrangeMultiplierObjective):
+    """The Lagrangian of "minimise R subject to KL(q(z|x) || N(0, I)) <= delta", per point.
+
+    loss = R + alpha·(KL - delta), R and KL averaged over the minibatch. With ``alpha_rule="ascent"``
+    this is dual ascent: alpha rises while KL > delta and falls towards 0 while KL < delta, so at a
+    solution either KL = delta or alpha = 0 (complementary slackness). It is a beta-VAE whose beta
+    (= alpha) is tuned to meet a KL budget; compare ``KoLagrangian``, whose constraint is R + KL <= delta.
+    """
+
+    def forward(self, x: torch.Tensor, out: ModelOutput) -> Terms:
+        recon = reconstruction_term(x, out)
+        kl = _kl_term(out)
+        return {"loss": recon + self.alpha * (kl - self.delta), "recon": recon, "kl": kl,
+                "alpha": self.alpha.detach()}
+
+
+SPARSITY_PENALTIES = ("l1", "kl")
+
+
+class SparseReconstruction(Objective):
+    """Reconstruction error plus a sparsity penalty on the code: the sparse autoencoder's loss.
+
+    loss = R + weight·P, with R the reconstruction term and P, on the code ``out.z`` (the hidden
+    activations of a ``vaelib.models.SparseAutoencoder``):
+
+    * ``penalty="l1"``: the mean over points of sum_j |h_j|, which pushes most activations to 0;
+    * ``penalty="kl"``: sum_j KL(Bernoulli(rho) || Bernoulli(rho_hat_j)), rho_hat_j the mean of h_j
+      over the batch (Ng's sparse autoencoder notes), which pulls every unit's firing rate to the
+      target ``rho``; it needs activations in [0, 1] (sigmoid units).
+
+    The terms also log ``mean_activation``, the batch mean of h, to compare with rho.
+    """
+
+    def __init__(self, penalty: str = "kl", weight: float = 1.0, rho: float = 0.05):
+        super().__init__()
+        self.penalty = _checks.one_of("penalty", penalty, SPARSITY_PENALTIES)
+        self.weight = _checks.non_negative_float("weight", weight)
+        self.rho = _checks.positive_float("rho", rho)
+        if self.rho >= 1:
+            raise ValueError(f"rho must lie strictly between 0 and 1 (a target firing rate), got {rho}")
+
+    def forward(self, x: torch.Tensor, out: ModelOutput) -> Terms:
+        recon = reconstruction_term(x, out)
+        h = out.z
+        if self.penalty == "kl":
+            low, high = h.min().item(), h.max().item()
+            if low < 0 or high > 1:
+                raise ValueError(f"the KL sparsity penalty needs code activations in [0, 1] (sigmoid units), "
+                                 f"got values in [{low:.3g}, {high:.3g}]; use activation='sigmoid' or penalty='l1'")
+            penalty = kl_sparsity(h, self.rho)
+        else:
+            penalty = l1_activity(h)
+        return {"loss": recon + self.weight * penalty, "recon": recon, "penalty": penalty,
+                "mean_activation": h.detach().mean()}

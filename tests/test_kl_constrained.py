@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+import vaelib
+from vaelib.models import ModelOutput
+
+
+def _output(kl_per_point: float) -> ModelOutput:
+    # mu chosen so that KL = 0.5 * mu^2 per point (logvar = 0).
+    mu = torch.full((4, 1), (2 * kl_per_point) ** 0.5)
+    return ModelOutput(recon=torch.zeros(4, 3), z=mu, mu=mu, logvar=torch.zeros(4, 1))
+
+
+def test_value_is_recon_plus_alpha_times_violation():
+    x = torch.ones(4, 3)  # R = 3 per point
+    terms = vaelib.KLConstrained(delta=0.5, alpha_init=2.0)(x, _output(1.5))
+    assert terms["recon"].item() == pytest.approx(3.0)
+    assert terms["kl"].item() == pytest.approx(1.5)
+    assert terms["loss"].item() == pytest.approx(3.0 + 2.0 * (1.5 - 0.5))
+
+
+@pytest.mark.parametrize("kl, direction", [(1.5, +1), (0.1, -1)])
+def test_ascent_prices_a_violated_constraint_and_releases_a_slack_one(kl, direction):
+    objective = vaelib.KLConstrained(delta=0.5, alpha_init=1.0, alpha_rule="ascent")
+    opt = torch.optim.SGD(objective.parameters(), lr=0.1)
+    objective(torch.ones(4, 3), _output(kl))["loss"].backward()
+    objective.before_step(); opt.step(); objective.after_step()
+    assert (objective.alpha.item() - 1.0) * direction > 0
+    assert objective.alpha.item() == pytest.approx(1.0 + 0.1 * (kl - 0.5))
+
+
+def test_batched_engine_refuses_it_rather_than_train_the_wrong_loss():
+    from vaelib.engine import fit_batched
+    with pytest.raises(TypeError, match="objectives\\[0\\] must be a vaelib.ELBO or vaelib.KoLagrangian"):
+        fit_batched([vaelib.VAE(3)], [vaelib.KLConstrained()], torch.zeros(8, 3), seeds=[0], progress=False)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="delta must be a finite number >= 0, got -1"):
+        vaelib.KLConstrained(delta=-1)
+    with pytest.raises(ValueError, match="alpha_rule must be one of"):
+        vaelib.KLConstrained(alpha_rule="dual")
