@@ -40,3 +40,22 @@ def test_bad_arguments():
         vaelib.KLConstrained(delta=-1)
     with pytest.raises(ValueError, match="alpha_rule must be one of"):
         vaelib.KLConstrained(alpha_rule="dual")
+
+
+def test_train_variants_mixes_engines_and_summarises_per_variant():
+    from vaelib.data import cosine_surface
+    from vaelib.experiments.multiplier_rules import final_summary, format_summary, train_variants
+
+    x = cosine_surface(n=256, seed=0)
+    variants = {"elbo": vaelib.ELBO, "bound": lambda: vaelib.KLConstrained(0.1, alpha_rule="ascent")}
+    runs = train_variants(variants, x, seeds=[0, 1], epochs=2, batch_size=64, progress=False)
+    assert [(r.variant, r.seed) for r in runs] == [("elbo", 0), ("elbo", 1), ("bound", 0), ("bound", 1)]
+    assert all(len(r.history) == 2 for r in runs)
+    summary = final_summary(runs)
+    assert "alpha" not in summary["elbo"] and summary["bound"]["alpha"][0] > 0
+    elbo_recon = [r.history.final()["recon"] for r in runs if r.variant == "elbo"]
+    assert summary["elbo"]["recon"][0] == pytest.approx(sum(elbo_recon) / 2)
+    table = format_summary(summary)
+    assert table.splitlines()[1].startswith("elbo") and "-" in table.splitlines()[1]
+    with pytest.raises(ValueError, match="seeds is empty"):
+        train_variants(variants, x, seeds=[], epochs=1)
