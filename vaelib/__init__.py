@@ -1,13 +1,24 @@
 """vaelib: autoencoders and variational autoencoders, the library behind the book.
 
 One job per module: ``data`` (data sets), ``nn`` (building blocks), ``models`` (architectures),
-``losses`` (terms), ``objectives`` (what is minimised), ``train`` (the loop), ``plots`` (figures).
+``losses`` (terms), ``objectives`` (what is minimised), ``train`` (the loop), ``plots`` (figures),
+``pca`` (PCA and probabilistic PCA), ``estimators`` (log-likelihood estimates: IWAE, exact pPCA),
+``probability`` (entropy, KL divergences, MLE/MAP regression, a closed-form latent-variable toy),
+``checkpoint`` (training state in safetensors + JSON files, saved atomically, never unpickled),
+``engine`` (many VAE runs trained as one computation: ``fit_batched``).
 """
-from vaelib.models import VAE, Autoencoder
-from vaelib.objectives import ELBO, KoLagrangian, Reconstruction
+from vaelib.models import (VAE, Autoencoder, ConvAutoencoder, DenoisingAutoencoder, SparseAutoencoder,
+                           TiedAutoencoder)
+from vaelib.objectives import ELBO, KLConstrained, KoLagrangian, Reconstruction, SparseReconstruction
+from vaelib.pretrain import pretrain_layerwise
 from vaelib.seeding import seed_everything
+from vaelib.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from vaelib.train import History, TrainingDiverged, fit
+from vaelib.engine import fit_batched
 
 __version__ = "0.1.0"
-__all__ = ["VAE", "Autoencoder", "ELBO", "KoLagrangian", "Reconstruction", "History", "TrainingDiverged", "fit",
-           "seed_everything"]
+__all__ = ["VAE", "Autoencoder", "ELBO", "KLConstrained", "KoLagrangian", "Reconstruction", "History", "TrainingDiverged", "fit",
+           "seed_everything",
+           "ConvAutoencoder", "DenoisingAutoencoder", "SparseAutoencoder", "TiedAutoencoder",
+           "SparseReconstruction", "pretrain_layerwise",
+           "CheckpointError", "load_checkpoint", "load_model", "save_checkpoint", "fit_batched"]

@@ -36,6 +36,7 @@ def cosine_surface(n: int = 10_000, noise: float = COSINE_NOISE, seed: int = 0,
     _checks.positive_int("n", n)
     _checks.non_negative_float("noise", noise)
     _checks.positive_float("half_width", half_width)
+    _checks.seed("seed", seed)
     g = torch.Generator().manual_seed(seed)
     xy = (torch.rand(n, 2, generator=g, dtype=torch.float64) * 2 - 1) * half_width
     z = torch.cos(xy.norm(dim=1, keepdim=True))
@@ -85,6 +86,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     ``train-images-idx3-ubyte``. Scale and flatten it yourself:
     ``torch.as_tensor(a.reshape(len(a), -1) / 255.0, dtype=torch.float32)``.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"read_idx: path must be a str or os.PathLike, got {type(path).__name__} ({path!r})")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"read_idx: no file at {path}")

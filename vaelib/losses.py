@@ -68,7 +68,7 @@ def kl_sparsity(h: torch.Tensor, rho: float) -> torch.Tensor:
 
     h must lie in (0, 1) (e.g. sigmoid units); rho is the target firing rate.
     """
-    if not 0 < rho < 1:
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho < 1:
         raise ValueError(f"rho must lie strictly between 0 and 1, got {rho}")
     rho_hat = h.mean(dim=-2).clamp(1e-6, 1 - 1e-6)
     return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum(dim=-1)

@@ -18,6 +18,8 @@ class ParametricTanh(nn.Module):
 
     def __init__(self, a: float = 1.0, b: float = 1.0):
         super().__init__()
+        _checks.finite_float("a", a)
+        _checks.finite_float("b", b)
         self.a = nn.Parameter(torch.tensor(float(a)))
         self.b = nn.Parameter(torch.tensor(float(b)))
 
@@ -56,6 +58,8 @@ def mlp(sizes: Sequence[int], activation_name: str = "ptanh", final_activation: 
     for i, s in enumerate(sizes):
         _checks.positive_int(f"sizes[{i}]", s)
     _checks.one_of("activation_name", activation_name, ACTIVATIONS)
+    if final_activation is not None:
+        _checks.one_of("final_activation", final_activation, ACTIVATIONS)
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out))
@@ -64,3 +68,59 @@ def mlp(sizes: Sequence[int], activation_name: str = "ptanh", final_activation: 
     if final_activation is not None:
         layers.append(activation(final_activation))
     return nn.Sequential(*layers)
+
+
+class TiedLinear(nn.Module):
+    """A linear layer that reuses the transposed weight of another: y = x W + b.
+
+    ``TiedLinear(source)``, with ``source = nn.Linear(d_in, d_out)`` of weight W (d_out, d_in) that
+    computes x Wᵀ + c, maps d_out features back to d_in. It holds the *same* parameter W, not a
+    copy, plus a bias of its own, so a decoder built from tied layers adds only biases: this is how
+    a tied autoencoder halves its weights. Gradients from both uses of W add up in W.grad. (In a
+    state dict W appears under both layers' names with the same values; ``parameter_count`` and
+    ``Module.parameters`` count it once.)
+    """
+
+    def __init__(self, source: nn.Linear, bias: bool = True):
+        super().__init__()
+        if not isinstance(source, nn.Linear):
+            raise TypeError(f"source must be a torch.nn.Linear, got {type(source).__name__}")
+        self.weight = source.weight
+        self.in_features, self.out_features = source.out_features, source.in_features
+        self.bias = nn.Parameter(torch.zeros(self.out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.weight.t(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def parameter_count(module: nn.Module) -> int:
+    """The number of trainable scalars in ``module``, a shared (tied) parameter counted once."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def corrupt(x: torch.Tensor, noise_std: float = 0.0, mask_prob: float = 0.0,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """A corrupted copy of x: additive Gaussian noise, masking noise, or both (masking first).
+
+    Masking noise sets each entry to 0 with probability ``mask_prob`` (Vincent et al., 2008);
+    Gaussian noise adds N(0, noise_std²) to every entry. A denoising autoencoder sees this copy and
+    is trained to reconstruct the clean x. ``generator`` makes the corruption reproducible.
+    """
+    _checks.non_negative_float("noise_std", noise_std)
+    _checks.non_negative_float("mask_prob", mask_prob)
+    if mask_prob >= 1:
+        raise ValueError(f"mask_prob must be < 1 (1 would erase every input), got {mask_prob}")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point torch.Tensor, got {type(x).__name__}")
+    out = x
+    if mask_prob > 0:
+        keep = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device) >= mask_prob
+        out = out * keep
+    if noise_std > 0:
+        out = out + noise_std * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return out

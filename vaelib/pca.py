@@ -21,9 +21,11 @@ class PCA:
     explained_variance: torch.Tensor
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        _checks.data_matrix("x", x, self.components.shape[1])
         return (x - self.mean) @ self.components.T
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        _checks.data_matrix("z", z, self.components.shape[0])
         return z @ self.components + self.mean
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -41,3 +43,48 @@ def fit_pca(x: torch.Tensor, k: int) -> PCA:
     _, s, vh = torch.linalg.svd(x64 - mean, full_matrices=False)
     variances = s.pow(2) / x.shape[0]
     return PCA(mean=mean.to(x.dtype), components=vh[:k].to(x.dtype), explained_variance=variances.to(x.dtype))
+
+
+@dataclass
+class PPCA:
+    """A fitted probabilistic PCA (Tipping & Bishop, 1999): x = W z + mean + noise.
+
+    z ~ N(0, I_k) and noise ~ N(0, noise_variance · I_d), so x ~ N(mean, W Wᵀ + noise_variance · I).
+    ``weight`` has shape (d, k). It is the linear-Gaussian model whose likelihood is known exactly,
+    which makes it the yardstick for the likelihood estimators in ``vaelib.estimators``.
+    """
+
+    mean: torch.Tensor
+    weight: torch.Tensor
+    noise_variance: float
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        """The marginal covariance W Wᵀ + noise_variance · I of x, shape (d, d)."""
+        eye = torch.eye(self.weight.shape[0], dtype=self.weight.dtype, device=self.weight.device)
+        return self.weight @ self.weight.T + self.noise_variance * eye
+
+
+def fit_ppca(x: torch.Tensor, k: int) -> PPCA:
+    """Maximum-likelihood probabilistic PCA with a k-dimensional latent, in closed form.
+
+    With the eigenvalues lambda_1 >= ... >= lambda_d of the sample covariance (divisor n) and the
+    top-k eigenvectors U_k, the maximum is at noise_variance = the mean of the d - k discarded
+    eigenvalues and W = U_k (Lambda_k - noise_variance · I)^(1/2) (Tipping & Bishop, 1999, taking
+    the rotation R = I). W's columns are then orthogonal, so the exact posterior of z is diagonal.
+    k must be smaller than d: with k = d the noise variance would be zero and the density singular.
+    """
+    x = _checks.data_matrix("x", x)
+    _checks.positive_int("k", k)
+    if k >= x.shape[1]:
+        raise ValueError(f"k must be smaller than the number of features ({x.shape[1]}), got {k}: "
+                         "pPCA needs at least one discarded direction to estimate the noise variance")
+    pca = fit_pca(x.double(), k)
+    missing = x.shape[1] - len(pca.explained_variance)  # n < d: the covariance has d - n zero eigenvalues
+    eigenvalues = torch.cat([pca.explained_variance, pca.explained_variance.new_zeros(missing)])
+    noise_variance = eigenvalues[k:].mean()
+    if noise_variance <= 1e-10 * eigenvalues[0]:  # zero up to rounding
+        raise ValueError(f"the data lie in a subspace of dimension <= k = {k}: the discarded variance is "
+                         "zero, so pPCA's noise variance would be zero; use a smaller k or add noise")
+    weight = pca.components.T * (eigenvalues[:k] - noise_variance).clamp(min=0).sqrt()
+    return PPCA(mean=pca.mean.to(x.dtype), weight=weight.to(x.dtype), noise_variance=float(noise_variance))

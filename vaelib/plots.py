@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from vaelib import _checks
+
 # Okabe & Ito's colour-blind-safe palette.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 VIEW_3D = {"elev": 25, "azim": -60}
@@ -92,3 +94,162 @@ def image_grid(images, shape: tuple[int, int], rows: int, title: str = ""):
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_curves(curves: Mapping[str, Mapping[float, float]], *, xlabel: str, ylabel: str, title: str = "",
+                references: Mapping[str, float] | None = None, logx: bool = True, ax=None):
+    """One line with markers per named curve ``{x: y}``, plus dashed horizontal reference lines.
+
+    Made for quantities that converge as a setting grows (e.g. a bound against its number of
+    samples), where the references are the values they should approach or beat.
+    """
+    if ax is None:
+        _, ax = plt.subplots()
+    for i, (name, curve) in enumerate(curves.items()):
+        xs = sorted(curve)
+        ax.plot(xs, [curve[x] for x in xs], marker="o", ms=4, color=PALETTE[i % len(PALETTE)], label=name)
+    for j, (name, value) in enumerate((references or {}).items()):
+        ax.axhline(value, color=PALETTE[7], ls=["--", ":", "-."][j % 3], lw=1.2, label=name)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel); ax.set_ylabel(ylabel); ax.set_title(title)
+    ax.legend()
+    return ax
+
+
+def latent_quantile_grid(n: int) -> torch.Tensor:
+    """An n x n grid of 2-D latent values at the standard normal's quantiles (i + 0.5) / n: shape (n*n, 2).
+
+    Kingma & Welling's manifold figures: equally spaced points of the unit square mapped through
+    the Gaussian inverse CDF, so that every grid cell holds the same prior mass and the grid spans
+    where the prior N(0, I) lives. Row-major, laid out like a plot: the first row has the largest
+    z_2, and z_1 grows along each row.
+    """
+    _checks.positive_int("n", n)
+    quantiles = torch.distributions.Normal(0.0, 1.0).icdf((torch.arange(n, dtype=torch.float64) + 0.5) / n)
+    z2, z1 = torch.meshgrid(quantiles.flip(0), quantiles, indexing="ij")
+    return torch.stack([z1.flatten(), z2.flatten()], dim=1).float()
+
+
+def image_mosaic(images, shape: tuple[int, int], rows: int, title: str = "", ax=None, gap: int = 1):
+    """Images (n, h*w) tiled into one picture with ``rows`` rows and a ``gap``-pixel white border.
+
+    One ``imshow`` instead of one axis per image, so hundreds of images draw in a fraction of a
+    second. Values are shown on [0, 1] (white 0, black 1), as ``image_grid`` does.
+    """
+    imgs = np.clip(_np(images).reshape(-1, *shape), 0.0, 1.0)
+    h, w = shape
+    cols = int(np.ceil(len(imgs) / rows))
+    canvas = np.zeros((rows * (h + gap) + gap, cols * (w + gap) + gap))
+    for k, img in enumerate(imgs):
+        r, c = divmod(k, cols)
+        canvas[gap + r * (h + gap): gap + r * (h + gap) + h, gap + c * (w + gap): gap + c * (w + gap) + w] = img
+    if ax is None:
+        _, ax = plt.subplots(figsize=(min(0.45 * cols, 9.0), min(0.45 * rows, 9.0) + 0.4))
+    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    ax.set_title(title)
+    return ax
+
+
+def latent_manifold(model, n: int = 15, shape: tuple[int, int] = (28, 28), title: str = "", ax=None):
+    """The decoder's images over ``latent_quantile_grid(n)``: a model's 2-D latent space as a picture.
+
+    Works for any model with ``latent_dim == 2`` and a ``decode`` method (a VAE's decoder mean, or
+    an autoencoder's output).
+    """
+    if getattr(model, "latent_dim", None) != 2:
+        raise ValueError(f"latent_manifold needs a model with a 2-D latent space, got latent_dim="
+                         f"{getattr(model, 'latent_dim', None)!r}")
+    param = next(model.parameters())
+    with torch.no_grad():
+        images = model.decode(latent_quantile_grid(n).to(device=param.device, dtype=param.dtype))
+    return image_mosaic(images, shape, rows=n, title=title, ax=ax)
+
+
+def plot_densities(grid, densities: Mapping[str, object], title: str = "", xlabel: str = "x", ax=None):
+    """1-D densities evaluated on a common grid, one line per named density; the first is filled.
+
+    Meant for a target density and its approximations: the fill marks the target.
+    """
+    grid = _np(grid)
+    if ax is None:
+        _, ax = plt.subplots()
+    for i, (name, density) in enumerate(densities.items()):
+        values = _np(density)
+        ax.plot(grid, values, color=PALETTE[i % len(PALETTE)], lw=2 if i else 1.5, ls="-" if i < 2 else "--",
+                label=name)
+        if i == 0:
+            ax.fill_between(grid, values, color=PALETTE[0], alpha=0.15)
+    ax.set_xlabel(xlabel); ax.set_ylabel("density"); ax.set_title(title)
+    ax.legend()
+    return ax
+
+
+def class_scatter(z, labels, title: str = "", ax=None):
+    """A 2-D code with one colour per class and a legend (for discrete labels such as digits)."""
+    z, labels = _np(z), _np(labels)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.6, 4.8))
+    cmap = plt.get_cmap("tab10")
+    for i, label in enumerate(np.unique(labels)):
+        keep = labels == label
+        ax.scatter(z[keep, 0], z[keep, 1], s=3, color=cmap(i % 10), label=str(label), alpha=0.7, linewidths=0)
+    ax.set_xlabel("$z_1$"); ax.set_ylabel("$z_2$"); ax.set_title(title)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(title="class", markerscale=4, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    return ax
+
+
+def image_rows(rows: Mapping[str, object], shape: tuple[int, int], title: str = ""):
+    """One labelled row of images per entry, e.g. {"clean": x, "noisy": x_noisy, "denoised": x_hat}.
+
+    All rows should hold the same number of images, so that a column shows one example throughout.
+    """
+    fig, axes = plt.subplots(len(rows), 1, figsize=(9.0, 1.05 * len(rows) + 0.4), squeeze=False)
+    for ax, (label, images) in zip(axes[:, 0], rows.items()):
+        image_mosaic(images, shape, rows=1, ax=ax)
+        ax.set_title(label, loc="left", fontsize=10)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def filter_mosaic(weights, shape: tuple[int, int], rows: int, title: str = "", ax=None, gap: int = 1):
+    """Weight vectors (k, h*w) shown as images: red positive, blue negative, white zero, grey gaps.
+
+    Each filter is scaled by its own largest absolute value, so the picture shows every filter's
+    pattern, not the filters' relative sizes.
+    """
+    w = _np(weights).reshape(-1, *shape)
+    w = w / np.maximum(np.abs(w).reshape(len(w), -1).max(axis=1), 1e-12)[:, None, None]
+    h, wd = shape
+    cols = int(np.ceil(len(w) / rows))
+    canvas = np.full((rows * (h + gap) + gap, cols * (wd + gap) + gap), np.nan)  # NaN: the grey gaps
+    for k, img in enumerate(w):
+        r, c = divmod(k, cols)
+        canvas[gap + r * (h + gap): gap + r * (h + gap) + h, gap + c * (wd + gap): gap + c * (wd + gap) + wd] = img
+    if ax is None:
+        _, ax = plt.subplots(figsize=(min(0.45 * cols, 9.0), min(0.45 * rows, 9.0) + 0.4))
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.6")
+    ax.imshow(canvas, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    ax.set_title(title)
+    return ax
+
+
+def overlaid_histograms(groups: Mapping[str, object], *, xlabel: str, title: str = "", bins: int = 40,
+                        logy: bool = False, ax=None):
+    """Normalised step histograms of several named samples on shared bins (to compare their spread)."""
+    values = {name: _np(v).ravel() for name, v in groups.items()}
+    everything = np.concatenate(list(values.values()))
+    edges = np.linspace(everything.min(), everything.max(), bins + 1)
+    if ax is None:
+        _, ax = plt.subplots()
+    for i, (name, v) in enumerate(values.items()):
+        ax.hist(v, bins=edges, density=True, histtype="step", lw=1.8, color=PALETTE[i % len(PALETTE)], label=name)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel); ax.set_ylabel("density"); ax.set_title(title)
+    ax.legend()
+    return ax

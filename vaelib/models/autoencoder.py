@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from vaelib import _checks
-from vaelib.nn import mlp
+from vaelib.checkpoint import rebuildable
+from vaelib.nn import ACTIVATIONS, mlp
 
 
 @dataclass
@@ -26,6 +27,7 @@ class ModelOutput:
     recon_is_logits: bool = False
 
 
+@rebuildable
 class Autoencoder(nn.Module):
     """An MLP encoder f_e and decoder f_d with x_hat = f_d(f_e(x)) (Ko & Ko, eq. 1).
 
@@ -37,6 +39,8 @@ class Autoencoder(nn.Module):
         super().__init__()
         _checks.positive_int("in_dim", in_dim)
         _checks.positive_int("latent_dim", latent_dim)
+        hidden = _checks.positive_int_sequence("hidden", hidden)
+        _checks.one_of("activation", activation, ACTIVATIONS)
         self.in_dim, self.latent_dim = in_dim, latent_dim
         self.encoder = mlp([in_dim, *hidden, latent_dim], activation)
         self.decoder = mlp([latent_dim, *reversed(list(hidden)), in_dim], activation)

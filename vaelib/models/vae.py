@@ -7,12 +7,14 @@ import torch
 from torch import nn
 
 from vaelib import _checks
+from vaelib.checkpoint import rebuildable
 from vaelib.models.autoencoder import ModelOutput
-from vaelib.nn import mlp
+from vaelib.nn import ACTIVATIONS, mlp
 
 DECODERS = ("gaussian", "bernoulli")
 
 
+@rebuildable
 class VAE(nn.Module):
     """Encoder q(z|x) = N(mu(x), diag(exp(logvar(x)))), prior N(0, I), and a decoder p(x|z).
 
@@ -26,6 +28,8 @@ class VAE(nn.Module):
         super().__init__()
         _checks.positive_int("in_dim", in_dim)
         _checks.positive_int("latent_dim", latent_dim)
+        hidden = _checks.positive_int_sequence("hidden", hidden)
+        _checks.one_of("activation", activation, ACTIVATIONS)
         _checks.one_of("decoder", decoder, DECODERS)
         self.in_dim, self.latent_dim, self.decoder_kind = in_dim, latent_dim, decoder
         self.encoder = mlp([in_dim, *hidden, 2 * latent_dim], activation)
