@@ -11,7 +11,8 @@ import torch
 
 import vaelib
 from vaelib import checkpoint as ck
-from vaelib.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from vaelib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vaelib.models import load_model, register_model
 
 
 def _trained_state(steps=3):
@@ -299,16 +300,16 @@ def test_save_checkpoint_rejects_bad_arguments(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_rebuildable_refuses_ambiguous_classes():
+def test_register_model_refuses_ambiguous_classes():
     with pytest.raises(ValueError, match="another model class named 'VAE' is already registered"):
-        ck.rebuildable(type("VAE", (torch.nn.Module,), {}))
+        register_model(type("VAE", (torch.nn.Module,), {}))
 
     class Star(torch.nn.Module):
         def __init__(self, *sizes):
             super().__init__()
 
     with pytest.raises(TypeError, match=r"Star.__init__ takes \*args or \*\*kwargs"):
-        ck.rebuildable(Star)
+        register_model(Star)
 
 
 def test_a_subclass_records_its_own_arguments_not_its_parents():

@@ -23,7 +23,7 @@ def _one_step(objective, lr):
     terms["loss"].backward()
     objective.before_step()
     opt.step()
-    objective.after_step()
+    objective.after_step({name: value.detach() for name, value in terms.items()})
     return terms
 
 
@@ -110,7 +110,7 @@ def test_fixed_keeps_alpha_constant(cosine_small):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"alpha_rule": "flip"}, r"alpha_rule must be one of \['ascent', 'fixed', 'project', 'reverse'\], got 'flip'"),
+    ({"alpha_rule": "flip"}, r"alpha_rule must be one of \['ascent', 'fixed', 'geco', 'project', 'reverse'\], got 'flip'"),
     ({"kl_reduction": "max"}, r"kl_reduction must be one of \['mean', 'sum'\], got 'max'"),
     ({"delta": -0.1}, "delta must be a finite number >= 0, got -0.1"),
     ({"alpha_init": -1.0}, "alpha_init must be a finite number >= 0, got -1.0"),

@@ -66,7 +66,6 @@ def test_reparameterize_has_the_right_moments_and_gradient():
     (torch.zeros(4), ValueError, r"x must have shape \(n, d\), got shape \(4,\)"),
     (torch.zeros(4, 3, dtype=torch.int64), TypeError, "x must be a floating-point tensor"),
     (torch.zeros(0, 3), ValueError, "x is empty"),
-    (torch.tensor([[0.0, float("nan"), 1.0]]), ValueError, "non-finite values"),
     ([[0.0, 1.0, 2.0]], TypeError, "x must be a torch.Tensor"),
 ])
 def test_models_reject_bad_input(bad, error, message):

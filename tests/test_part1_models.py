@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 import vaelib
-from vaelib.checkpoint import load_model, save_checkpoint
+from vaelib.checkpoint import save_checkpoint
+from vaelib.models import load_model
 from vaelib.models import ModelOutput
 from vaelib.nn import TiedLinear, corrupt, parameter_count
 from vaelib.pretrain import layer_blocks, pretrain_layerwise

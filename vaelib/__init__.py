@@ -9,16 +9,18 @@ One job per module: ``data`` (data sets), ``nn`` (building blocks), ``models`` (
 """
 from vaelib.models import (VAE, Autoencoder, ConvAutoencoder, DenoisingAutoencoder, SparseAutoencoder,
                            TiedAutoencoder)
-from vaelib.objectives import ELBO, KLConstrained, KoLagrangian, Reconstruction, SparseReconstruction
+from vaelib.objectives import (ELBO, GECO, KLConstrained, KoLagrangian, Reconstruction, SigmaVAE,
+                               SparseReconstruction, make_objective)
 from vaelib.pretrain import pretrain_layerwise
 from vaelib.seeding import seed_everything
-from vaelib.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from vaelib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vaelib.models import load_model, register_model
 from vaelib.train import History, TrainingDiverged, fit
 from vaelib.engine import fit_batched
 
 __version__ = "0.1.0"
-__all__ = ["VAE", "Autoencoder", "ELBO", "KLConstrained", "KoLagrangian", "Reconstruction", "History", "TrainingDiverged", "fit",
+__all__ = ["VAE", "Autoencoder", "ELBO", "GECO", "SigmaVAE", "make_objective", "KLConstrained", "KoLagrangian", "Reconstruction", "History", "TrainingDiverged", "fit",
            "seed_everything",
            "ConvAutoencoder", "DenoisingAutoencoder", "SparseAutoencoder", "TiedAutoencoder",
            "SparseReconstruction", "pretrain_layerwise",
-           "CheckpointError", "load_checkpoint", "load_model", "save_checkpoint", "fit_batched"]
+           "CheckpointError", "load_checkpoint", "load_model", "register_model", "save_checkpoint", "fit_batched"]

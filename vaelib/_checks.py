@@ -43,8 +43,10 @@ def one_of(name: str, value, choices) -> str:
     return value
 
 
-def data_matrix(name: str, x, features: int | None = None) -> torch.Tensor:
-    """A non-empty, finite, floating-point (n, d) tensor, optionally with d == features."""
+def model_input(name: str, x, features: int | None = None) -> torch.Tensor:
+    """A non-empty, floating-point (n, d) tensor, optionally with d == features: what a model's
+    forward pass checks. Only shapes and types, never values: it costs no synchronisation and works
+    inside ``torch.func`` transforms; trainers check that the data are finite once, up front."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (n, d), got {type(x).__name__}; "
                         "convert with torch.as_tensor(x, dtype=torch.float32)")
@@ -58,6 +60,12 @@ def data_matrix(name: str, x, features: int | None = None) -> torch.Tensor:
     if features is not None and x.shape[1] != features:
         raise ValueError(f"{name} must have {features} features per row, got {x.shape[1]} "
                          f"(shape {tuple(x.shape)})")
+    return x
+
+
+def data_matrix(name: str, x, features: int | None = None) -> torch.Tensor:
+    """A non-empty, finite, floating-point (n, d) tensor, optionally with d == features."""
+    model_input(name, x, features)
     if not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).any(dim=1).sum())
         raise ValueError(f"{name} holds non-finite values (NaN or inf) in {bad} of {x.shape[0]} rows; "

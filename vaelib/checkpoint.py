@@ -17,8 +17,9 @@ rejects a file whose header or sizes do not add up (a truncated file), but a fli
 tensor, or an edited number in the JSON, would load silently. ``sha256`` covers the JSON and every
 tensor's name, dtype, shape and bytes, so any such change is reported with the file's name. It
 guards against corruption, not against a forger, who can recompute it. Safety against code
-execution comes from the format: tensors and JSON only, nothing is unpickled, and a model is rebuilt
-only from a class that was registered with :func:`rebuildable`, never from a name that imports code.
+execution comes from the format: tensors and JSON only, nothing is unpickled. This module knows no
+model class: ``vaelib.models.load_model`` rebuilds a model, and only from a class registered with
+``vaelib.models.register_model``, never from a name that imports code.
 """
 from __future__ import annotations
 
@@ -42,44 +43,16 @@ from torch import nn
 FORMAT = "vaelib-checkpoint"
 VERSION = 1
 _HEADER_SIZE_BYTES = 8  # safetensors files start with the header's length, a little-endian u64
-_MODEL_CLASSES: dict[str, type] = {}
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: truncated, corrupted, edited, or for a different setup."""
 
 
-def rebuildable(cls: type) -> type:
-    """Class decorator for models: remember the constructor's arguments and register the class.
-
-    After ``model = Cls(...)``, ``model.init_args`` holds the arguments (defaults included), which
-    ``save_checkpoint`` stores so that ``load_model`` can rebuild the model from the file alone.
-    Only registered classes are rebuilt, by their name: a checkpoint cannot name code to import.
-    """
-    name = cls.__name__
-    if _MODEL_CLASSES.get(name, cls) is not cls:
-        raise ValueError(f"another model class named {name!r} is already registered; rename one of them")
-    signature = inspect.signature(cls.__init__)
-    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature.parameters.values()):
-        raise TypeError(f"{name}.__init__ takes *args or **kwargs; a rebuildable model needs named arguments")
-    init = cls.__init__
-
-    @functools.wraps(init)
-    def __init__(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        if type(self) is cls:  # a subclass records its own arguments, not its parent's
-            bound = signature.bind(self, *args, **kwargs)
-            bound.apply_defaults()
-            self.init_args = dict(list(bound.arguments.items())[1:])
-
-    cls.__init__ = __init__
-    _MODEL_CLASSES[name] = cls
-    return cls
-
-
 @dataclass(frozen=True)
 class Checkpoint:
-    """The verified contents of a checkpoint file; ``restore`` and ``build_model`` apply them."""
+    """The verified contents of a checkpoint file; ``restore`` applies them (``vaelib.models.load_model``
+    rebuilds the model from ``model_class`` and ``model_args``)."""
 
     path: Path
     model_class: str
@@ -92,27 +65,6 @@ class Checkpoint:
     history: dict[str, list[float]]
     rng_state: dict[str, torch.Tensor]
     fit_settings: dict | None
-
-    def build_model(self) -> nn.Module:
-        """A new model of the saved class, built from the saved constructor arguments, with the
-        saved weights. Needs a class decorated with ``rebuildable`` (all of ``vaelib.models``)."""
-        import vaelib.models  # noqa: F401  (registers the library's model classes)
-
-        if self.model_args is None:
-            raise CheckpointError(f"{self.path} does not record how to build its {self.model_class} model "
-                                  "(the class is not decorated with vaelib.checkpoint.rebuildable); build "
-                                  "the model yourself and call load_checkpoint(path).restore(model)")
-        if self.model_class not in _MODEL_CLASSES:
-            raise CheckpointError(f"{self.path} holds a {self.model_class} model, which is not a registered "
-                                  f"model class (registered: {sorted(_MODEL_CLASSES)}); import the module "
-                                  "that defines it first")
-        try:
-            model = _MODEL_CLASSES[self.model_class](**self.model_args)
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{self.path}: cannot rebuild its {self.model_class} model from the stored "
-                                  f"arguments {self.model_args} ({exc})") from exc
-        self.restore(model)
-        return model
 
     def restore(self, model: nn.Module, objective: nn.Module | None = None,
                 optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -213,11 +165,6 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         optimizer_class=None if optimizer is None else optimizer["class"],
         optimizer_state=None if optimizer is None else _join_optimizer_state(optimizer, groups.get("optimizer", {})),
         history=meta["history"], rng_state=groups.get("rng", {}), fit_settings=meta["fit"])
-
-
-def load_model(path: str | os.PathLike) -> nn.Module:
-    """The model stored in a checkpoint, rebuilt from its class and constructor arguments."""
-    return load_checkpoint(path).build_model()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -4,21 +4,49 @@ The trainer minimises ``terms["loss"]`` and logs every term, so an objective sho
 (reconstruction, KL, ...) without the trainer knowing what they are. Objectives are modules: a
 learnable multiplier (Ko & Ko's alpha) is a parameter that the trainer's optimiser updates together
 with the model's, and ``before_step``/``after_step`` let an objective shape that update.
+
+**The VAE family, written once.** Every VAE objective of the book is a weighted sum of the same
+two terms plus, for the constrained ones, a multiplier times a constraint::
+
+    loss = recon_weight·R + kl_weight·KL + alpha·(constraint_recon·R + constraint_kl·KL - bound)
+
+with R the reconstruction term and KL the Gaussian KL of the posterior from N(0, I), both averaged
+over the minibatch (KL may be summed instead: ``kl_reduction="sum"``). ELBO and beta-VAE, the
+sigma-VAE, Ko & Ko's eq. 7, the KL-bounded problem and GECO differ only in these numbers, in how R
+is scored (the sigma-VAE replaces R by its Gaussian likelihood under the best decoder variance) and
+in the rule that moves alpha (``ALPHA_RULES``). ``VAEObjective.form`` hands those numbers to any
+engine; ``VAEObjective.combine`` turns (R, KL, alpha) into the terms, elementwise, so the very same
+function scores one minibatch in ``vaelib.fit`` and every step of many runs in ``vaelib.engine``;
+``update_multiplier`` is the one definition of the alpha rules. The engine's C kernel implements
+these formulas again, as an accelerator that tests/test_engine.py holds to them.
 """
 from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from vaelib import _checks
 from vaelib.losses import bernoulli_nll, gaussian_kl, kl_sparsity, l1_activity, squared_error
-from vaelib.models.autoencoder import ModelOutput
+from vaelib.models.base import ModelOutput
 
 Terms = dict[str, torch.Tensor]
 
 
 class Objective(nn.Module):
-    """Base class: subclasses implement ``forward(x, out) -> Terms`` with a ``"loss"`` entry."""
+    """Base class: subclasses implement ``forward(x, out) -> Terms`` with a ``"loss"`` entry.
+
+    The trainer calls ``before_step()`` after the backward pass and ``after_step(terms)`` after the
+    optimiser's step (``terms`` are the step's terms, detached). Hooks act *elementwise* on the
+    objective's tensors, so that ``vaelib.engine.fit_batched`` can call them once on the state of
+    many runs stacked along a leading axis; an objective that cannot promise that (one that trains
+    a network of its own, say) sets ``batchable = False`` and is trained by ``vaelib.fit`` only.
+    """
+
+    batchable = True
 
     def forward(self, x: torch.Tensor, out: ModelOutput) -> Terms:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -26,8 +54,13 @@ class Objective(nn.Module):
     def before_step(self) -> None:
         """Called after the backward pass, before the optimiser step (e.g. to flip a gradient)."""
 
-    def after_step(self) -> None:
-        """Called after the optimiser step (e.g. to keep a multiplier non-negative)."""
+    def after_step(self, terms: Terms) -> None:
+        """Called after the optimiser step with the step's terms (e.g. to keep a multiplier >= 0)."""
+
+    def trainer_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The objective's parameters that the trainer's optimiser updates with the model's: every
+        one that requires a gradient, unless an objective trains some with an optimiser of its own."""
+        return [(name, p) for name, p in self.named_parameters() if p.requires_grad]
 
 
 def reconstruction_term(x: torch.Tensor, out: ModelOutput) -> torch.Tensor:
@@ -36,7 +69,8 @@ def reconstruction_term(x: torch.Tensor, out: ModelOutput) -> torch.Tensor:
     return per_point.mean(dim=-1)
 
 
-def _kl_term(out: ModelOutput) -> torch.Tensor:
+def kl_term(out: ModelOutput) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) in closed form, averaged over the batch; needs a Gaussian encoder."""
     if out.mu is None or out.logvar is None:
         raise ValueError("this objective needs a model with a Gaussian encoder (a VAE): "
                          "the model output has no mu/logvar")
@@ -51,69 +85,222 @@ class Reconstruction(Objective):
         return {"loss": recon, "recon": recon}
 
 
-class ELBO(Objective):
+# ----------------------------------------------------------------------------------------------
+# The VAE family
+# ----------------------------------------------------------------------------------------------
+
+KL_REDUCTIONS = ("mean", "sum")
+LIKELIHOODS = ("fixed", "calibrated")
+ALPHA_RULES = ("reverse", "project", "ascent", "fixed", "geco")
+# What each rule does to alpha's gradient before the optimiser step: keep it (descent), negate it
+# (ascent) or drop it (a multiplier the optimiser must not move).
+ALPHA_GRADIENT_SIGN = {"reverse": 1.0, "project": 1.0, "ascent": -1.0, "fixed": 0.0, "geco": 0.0}
+# GECO's multiplier is kept inside [ALPHA_FLOOR, ALPHA_CEILING] so that exp never over- or underflows it.
+ALPHA_FLOOR, ALPHA_CEILING = 1e-6, 1e6
+
+
+@dataclass(frozen=True)
+class Form:
+    """The numbers that make a VAE objective what it is (see the module's docstring):
+
+    loss = recon_weight·R + kl_weight·KL + alpha·(constraint_recon·R + constraint_kl·KL - bound)
+
+    ``kl_reduction``: KL averaged over the batch's points, or summed (times the batch size).
+    ``likelihood``: ``"fixed"`` scores R as it is (a Gaussian decoder of fixed variance 1/2, or the
+    Bernoulli NLL); ``"calibrated"`` replaces R by the Gaussian NLL under the variance that fits the
+    batch best, sigma^2 = max(R / D, min_variance) (the sigma-VAE). ``rule``: how alpha moves, one
+    of ``ALPHA_RULES``, or None for an objective without a multiplier; ``ema`` and ``rate`` are
+    GECO's moving-average factor and step.
+    """
+
+    recon_weight: float
+    kl_weight: float
+    constraint_recon: float = 0.0
+    constraint_kl: float = 0.0
+    bound: float = 0.0
+    kl_reduction: str = "mean"
+    likelihood: str = "fixed"
+    min_variance: float = 0.0
+    rule: str | None = None
+    ema: float = 0.0
+    rate: float = 0.0
+
+
+def calibrated_nll(recon: torch.Tensor, features: int, min_variance: float) -> torch.Tensor:
+    """The Gaussian NLL per point, in nats, of a decoder whose variance sigma^2 = max(R / D,
+    min_variance) is the one that fits the batch best (Rybkin et al.'s optimal sigma):
+    (D/2)·log(2·pi·sigma^2) + R / (2·sigma^2). Its gradient with respect to R is 1 / (2·sigma^2)."""
+    variance = torch.clamp(recon / features, min=min_variance)
+    return 0.5 * features * torch.log(2 * math.pi * variance) + recon / (2 * variance)
+
+
+def update_multiplier(rule: str, alpha: torch.Tensor, alpha_before: torch.Tensor, constraint: torch.Tensor,
+                      average: torch.Tensor | None = None, count: torch.Tensor | None = None, *,
+                      ema: float = 0.0, rate: float = 0.0) -> tuple[torch.Tensor, ...]:
+    """alpha after an optimiser step (elementwise, any shape), as ``rule`` says: one definition of
+    the rules for every trainer.
+
+    ``alpha`` is the value after the optimiser's step, ``alpha_before`` the one before it,
+    ``constraint`` this step's constraint value h. ``"reverse"`` reflects a step that went below 0
+    about the old value (Ko & Ko); ``"project"`` and ``"ascent"`` clip at 0; ``"fixed"`` leaves
+    alpha alone. ``"geco"`` (Rezende & Viola) ignores the optimiser: the moving average of h moves
+    to ``ema·average + (1 - ema)·h`` (h itself at the first step, ``count`` = 0) and alpha to
+    ``alpha_before·exp(rate·average)``, within [ALPHA_FLOOR, ALPHA_CEILING]. Returns
+    ``(alpha,)``, or ``(alpha, average, count)`` for GECO.
+    """
+    if rule == "reverse":
+        return (torch.where(alpha < 0, 2 * alpha_before - alpha, alpha),)
+    if rule in ("project", "ascent"):
+        return (alpha.clamp(min=0.0),)
+    if rule == "fixed":
+        return (alpha,)
+    if rule == "geco":
+        count = count + 1
+        average = torch.where(count == 1, constraint, ema * average + (1 - ema) * constraint)
+        alpha = (alpha_before * torch.exp(rate * average)).clamp(ALPHA_FLOOR, ALPHA_CEILING)
+        return alpha, average, count
+    raise ValueError(f"rule must be one of {list(ALPHA_RULES)}, got {rule!r}")
+
+
+class VAEObjective(Objective):
+    """Base of the VAE family (see the module's docstring): a fixed weighting of R and KL.
+
+    Subclasses choose the weights. Terms: ``loss``, ``recon`` (R), ``kl`` (as the objective weighs
+    it: summed over the batch with ``kl_reduction="sum"``) and, under the calibrated likelihood,
+    ``nll`` (the Gaussian NLL that replaces R in the loss) and ``sigma`` (the decoder's std).
+    """
+
+    logged = ("loss", "recon", "kl")
+
+    def __init__(self, recon_weight: float = 1.0, kl_weight: float = 1.0, kl_reduction: str = "mean",
+                 likelihood: str = "fixed", min_variance: float = 1e-6):
+        super().__init__()
+        self.recon_weight = _checks.non_negative_float("recon_weight", recon_weight)
+        self.kl_weight = _checks.non_negative_float("kl_weight", kl_weight)
+        self.kl_reduction = _checks.one_of("kl_reduction", kl_reduction, KL_REDUCTIONS)
+        self.likelihood = _checks.one_of("likelihood", likelihood, LIKELIHOODS)
+        self.min_variance = _checks.positive_float("min_variance", min_variance)
+
+    @property
+    def form(self) -> Form:
+        return Form(self.recon_weight, self.kl_weight, kl_reduction=self.kl_reduction,
+                    likelihood=self.likelihood, min_variance=self.min_variance)
+
+    def forward(self, x: torch.Tensor, out: ModelOutput) -> Terms:
+        if out.recon_is_logits and self.likelihood == "calibrated":
+            raise ValueError("the calibrated (sigma-VAE) likelihood is Gaussian; this model has a Bernoulli "
+                             "decoder (logits): use likelihood='fixed' or a Gaussian decoder")
+        return self.combine(reconstruction_term(x, out), kl_term(out), batch_size=x.shape[-2],
+                            features=x.shape[-1], alpha=self._alpha())
+
+    def combine(self, recon: torch.Tensor, kl: torch.Tensor, *, batch_size: int, features: int,
+                alpha: torch.Tensor | None = None) -> Terms:
+        """The terms from R, the batch-averaged KL and alpha: tensors of any one shape (one
+        minibatch in ``fit``; every step of every run in ``vaelib.engine``)."""
+        form = self.form
+        if form.kl_reduction == "sum":
+            kl = kl * batch_size
+        terms = {"recon": recon, "kl": kl}
+        if form.likelihood == "calibrated":
+            terms["nll"] = recon = calibrated_nll(recon, features, form.min_variance)
+            terms["sigma"] = torch.clamp(terms["recon"] / features, min=form.min_variance).sqrt()
+        terms["loss"] = form.recon_weight * recon + form.kl_weight * kl
+        if alpha is not None:
+            constraint = form.constraint_recon * recon + form.constraint_kl * kl - form.bound
+            terms["weighted_recon"] = (form.recon_weight + alpha * form.constraint_recon) * recon
+            terms["weighted_kl"] = (form.kl_weight + alpha * form.constraint_kl) * kl
+            terms["loss"] = terms["loss"] + alpha * constraint
+            terms.update(constraint=constraint, alpha=alpha.detach())
+        return {name: terms[name] for name in self.logged}
+
+    def _alpha(self) -> torch.Tensor | None:
+        return None
+
+
+class ELBO(VAEObjective):
     """The negative evidence lower bound as Ko & Ko write it (eq. 6), with an optional beta.
 
     loss = R + beta·KL, with R the reconstruction term (squared error summed over features for a
     Gaussian decoder, Bernoulli NLL for a Bernoulli one) and KL = KL(q(z|x) || N(0, I)), both
     averaged over the minibatch. beta = 1 is the ELBO; beta != 1 is the beta-VAE of Higgins et al.
+    ``kl_reduction="sum"`` sums the KL over the batch's points (the literal reading of eq. 6).
     Note: squared error without a 1/(2·sigma^2) factor is a Gaussian decoder with variance 1/2.
     """
 
-    def __init__(self, beta: float = 1.0):
-        super().__init__()
-        self.beta = _checks.non_negative_float("beta", beta)
-
-    def forward(self, x: torch.Tensor, out: ModelOutput) -> Terms:
-        recon = reconstruction_term(x, out)
-        kl = _kl_term(out)
-        return {"loss": recon + self.beta * kl, "recon": recon, "kl": kl}
+    def __init__(self, beta: float = 1.0, kl_reduction: str = "mean"):
+        super().__init__(recon_weight=1.0, kl_weight=_checks.non_negative_float("beta", beta),
+                         kl_reduction=kl_reduction)
+        self.beta = self.kl_weight
 
 
-ALPHA_RULES = ("reverse", "project", "ascent", "fixed")
-KL_REDUCTIONS = ("mean", "sum")
-# What each rule does to alpha's gradient before the optimiser step: keep it, negate it (ascent),
-# or zero it (fixed, for trainers that keep alpha among the optimised tensors).
-ALPHA_GRADIENT_SIGN = {"reverse": 1.0, "project": 1.0, "ascent": -1.0, "fixed": 0.0}
+class SigmaVAE(VAEObjective):
+    """The sigma-VAE (Rybkin, Daniilidis & Levine 2021): the ELBO with a calibrated decoder.
 
-
-def constrain_alpha(rule: str, alpha: torch.Tensor, alpha_before: torch.Tensor) -> torch.Tensor:
-    """alpha after an optimiser step, kept non-negative as ``rule`` says (elementwise, any shape).
-
-    One definition of the rules for every trainer: ``KoLagrangian.after_step`` applies it to its
-    scalar alpha, ``vaelib.engine`` to the alphas of many runs at once. ``alpha_before`` is alpha
-    before the step; ``"reverse"`` reflects a step that went below 0 about the old value.
+    loss = (D/2)·log(2·pi·sigma^2) + R / (2·sigma^2) + KL, sigma^2 = max(R / D, min_variance): the
+    Gaussian decoder's variance is not a hand-tuned constant but the one that maximises the batch's
+    likelihood, in closed form, so no weight is tuned by hand. Its gradient is that of a beta-VAE
+    whose beta = 2·sigma^2 follows the reconstruction error down as training goes.
     """
-    _checks.one_of("rule", rule, ALPHA_RULES)
-    if rule == "reverse":
-        return torch.where(alpha < 0, 2 * alpha_before - alpha, alpha)
-    if rule in ("project", "ascent"):
-        return alpha.clamp(min=0.0)
-    return alpha
+
+    logged = ("loss", "recon", "kl", "nll", "sigma")
+
+    def __init__(self, min_variance: float = 1e-6, kl_reduction: str = "mean"):
+        super().__init__(recon_weight=1.0, kl_weight=1.0, kl_reduction=kl_reduction, likelihood="calibrated",
+                         min_variance=min_variance)
 
 
-class LagrangeMultiplierObjective(Objective):
-    """Base of objectives with a constraint term alpha·(D - delta) and a learnable alpha >= 0.
+class ConstrainedObjective(VAEObjective):
+    """Base of the objectives with a multiplier alpha on a constraint h = c_R·R + c_KL·KL - bound:
 
-    alpha is a parameter: the trainer's optimiser updates it together with the network, by
-    *descending* on the loss unless the rule says otherwise. How alpha is kept non-negative (or
-    whether it ascends) is the ``alpha_rule``:
+        loss = recon_weight·R + kl_weight·KL + alpha·h,   alpha >= 0.
 
-    * ``"reverse"`` (Ko & Ko): when the optimiser's step would take alpha below 0, the step is
-      reversed: alpha <- alpha_old + (alpha_old - alpha_new), i.e. the same step size upwards.
-    * ``"project"``: alpha <- max(alpha, 0) after every step (projected gradient descent).
+    alpha is a parameter; how it moves is the ``alpha_rule``:
+
+    * ``"reverse"`` (Ko & Ko): the trainer's optimiser *descends* on alpha; when its step would
+      take alpha below 0, the step is reversed: alpha <- alpha_old + (alpha_old - alpha_new).
+    * ``"project"``: descent, then alpha <- max(alpha, 0) (projected gradient descent).
     * ``"ascent"``: alpha's gradient is negated, so alpha *ascends* while the network descends (the
-      saddle-point reading of the Lagrangian, dual ascent), then projected onto alpha >= 0.
+      saddle-point reading of the Lagrangian: dual ascent), then it is projected onto alpha >= 0.
     * ``"fixed"``: alpha is a constant weight, not learned.
+    * ``"geco"`` (Rezende & Viola 2018): not the optimiser but a multiplicative rule moves alpha,
+      driven by a moving average of h: alpha <- alpha·exp(rate·h_avg), h_avg <- ema·h_avg + (1-ema)·h.
+
+    Terms add ``constraint`` (h), ``alpha`` and the effective weights ``weighted_recon`` and
+    ``weighted_kl`` (each term times everything that multiplies it) where a subclass logs them.
     """
 
-    def __init__(self, delta: float = 0.1, alpha_init: float = 1.0, alpha_rule: str = "reverse"):
-        super().__init__()
-        self.delta = _checks.non_negative_float("delta", delta)
-        _checks.non_negative_float("alpha_init", alpha_init)
+    logged = ("loss", "recon", "kl", "constraint", "alpha")
+
+    def __init__(self, *, recon_weight: float, kl_weight: float, constraint_recon: float, constraint_kl: float,
+                 bound: float, alpha_init: float = 1.0, alpha_rule: str = "reverse", kl_reduction: str = "mean",
+                 geco_ema: float = 0.99, geco_rate: float = 1.0, bound_name: str = "bound"):
+        super().__init__(recon_weight, kl_weight, kl_reduction)
+        self.constraint_recon, self.constraint_kl = constraint_recon, constraint_kl
+        self.bound = _checks.non_negative_float(bound_name, bound)
         self.alpha_rule = _checks.one_of("alpha_rule", alpha_rule, ALPHA_RULES)
-        self.alpha = nn.Parameter(torch.tensor(float(alpha_init)), requires_grad=alpha_rule != "fixed")
+        alpha_init = _checks.non_negative_float("alpha_init", alpha_init)
+        if alpha_rule == "geco":
+            if not ALPHA_FLOOR <= alpha_init <= ALPHA_CEILING:
+                raise ValueError(f"alpha_init must lie in [{ALPHA_FLOOR:g}, {ALPHA_CEILING:g}] for the 'geco' rule "
+                                 f"(a multiplicative update cannot leave 0), got {alpha_init}")
+            self.register_buffer("constraint_average", torch.tensor(0.0))
+            self.register_buffer("updates", torch.tensor(0.0))
+        self.geco_ema = _checks.non_negative_float("geco_ema", geco_ema)
+        if self.geco_ema >= 1:
+            raise ValueError(f"geco_ema must be < 1 (1 would never update the average), got {geco_ema}")
+        self.geco_rate = _checks.positive_float("geco_rate", geco_rate)
+        learned = ALPHA_GRADIENT_SIGN[alpha_rule] != 0
+        self.alpha = nn.Parameter(torch.tensor(alpha_init), requires_grad=learned)
         self._alpha_before_step: torch.Tensor | None = None
+
+    @property
+    def form(self) -> Form:
+        return Form(self.recon_weight, self.kl_weight, self.constraint_recon, self.constraint_kl, self.bound,
+                    self.kl_reduction, self.likelihood, self.min_variance, self.alpha_rule, self.geco_ema,
+                    self.geco_rate)
+
+    def _alpha(self) -> torch.Tensor:
+        return self.alpha
 
     def before_step(self) -> None:
         if self.alpha.grad is not None:
@@ -121,11 +308,21 @@ class LagrangeMultiplierObjective(Objective):
         self._alpha_before_step = self.alpha.detach().clone()
 
     @torch.no_grad()
-    def after_step(self) -> None:
-        self.alpha.copy_(constrain_alpha(self.alpha_rule, self.alpha, self._alpha_before_step))
+    def after_step(self, terms: Terms) -> None:
+        before = self.alpha.detach().clone() if self._alpha_before_step is None else self._alpha_before_step
+        if self.alpha_rule == "geco":
+            alpha, average, count = update_multiplier("geco", self.alpha, before, terms["constraint"],
+                                                      self.constraint_average, self.updates,
+                                                      ema=self.geco_ema, rate=self.geco_rate)
+            self.constraint_average.copy_(average)
+            self.updates.copy_(count)
+        else:
+            (alpha,) = update_multiplier(self.alpha_rule, self.alpha, before, terms["constraint"])
+        self.alpha.copy_(alpha)
+        self._alpha_before_step = None
 
 
-class KoLagrangian(LagrangeMultiplierObjective):
+class KoLagrangian(ConstrainedObjective):
     """Ko & Ko's practical objective (their eq. 7) with a learnable multiplier alpha >= 0.
 
     loss = (1 + alpha)·R + alpha·(KL - delta), with R the reconstruction term averaged over the
@@ -134,26 +331,20 @@ class KoLagrangian(LagrangeMultiplierObjective):
     squared error and the KL is that of the whole batch's joint posterior, which weighs the KL by
     the batch size). It is the Lagrangian R + alpha·(D - delta) with the divergence D replaced by
     the ELBO loss R + KL, so the constraint it encodes is R + KL <= delta. The paper trains alpha by
-    descent with the ``"reverse"`` rule (see ``LagrangeMultiplierObjective`` for the rules).
+    descent with the ``"reverse"`` rule (see ``ConstrainedObjective`` for the rules).
     """
+
+    logged = ("loss", "recon", "kl", "weighted_recon", "weighted_kl", "alpha", "constraint")
 
     def __init__(self, delta: float = 0.1, alpha_init: float = 1.0, alpha_rule: str = "reverse",
                  kl_reduction: str = "mean"):
-        super().__init__(delta, alpha_init, alpha_rule)
-        self.kl_reduction = _checks.one_of("kl_reduction", kl_reduction, KL_REDUCTIONS)
-
-    def forward(self, x: torch.Tensor, out: ModelOutput) -> Terms:
-        recon = reconstruction_term(x, out)
-        kl = _kl_term(out)
-        if self.kl_reduction == "sum":
-            kl = kl * x.shape[-2]
-        alpha = self.alpha
-        weighted_recon = (1 + alpha) * recon
-        return {"loss": weighted_recon + alpha * (kl - self.delta), "recon": recon, "kl": kl,
-                "weighted_recon": weighted_recon, "weighted_kl": alpha * kl, "alpha": alpha.detach()}
+        super().__init__(recon_weight=1.0, kl_weight=0.0, constraint_recon=1.0, constraint_kl=1.0, bound=delta,
+                         alpha_init=alpha_init, alpha_rule=alpha_rule, kl_reduction=kl_reduction,
+                         bound_name="delta")
+        self.delta = self.bound
 
 
-class KLConstrained(LagrangeMultiplierObjective):
+class KLConstrained(ConstrainedObjective):
     """The Lagrangian of "minimise R subject to KL(q(z|x) || N(0, I)) <= delta", per point.
 
     loss = R + alpha·(KL - delta), R and KL averaged over the minibatch. With ``alpha_rule="ascent"``
@@ -162,11 +353,30 @@ class KLConstrained(LagrangeMultiplierObjective):
     (= alpha) is tuned to meet a KL budget; compare ``KoLagrangian``, whose constraint is R + KL <= delta.
     """
 
-    def forward(self, x: torch.Tensor, out: ModelOutput) -> Terms:
-        recon = reconstruction_term(x, out)
-        kl = _kl_term(out)
-        return {"loss": recon + self.alpha * (kl - self.delta), "recon": recon, "kl": kl,
-                "alpha": self.alpha.detach()}
+    def __init__(self, delta: float = 0.1, alpha_init: float = 1.0, alpha_rule: str = "ascent",
+                 kl_reduction: str = "mean"):
+        super().__init__(recon_weight=1.0, kl_weight=0.0, constraint_recon=0.0, constraint_kl=1.0, bound=delta,
+                         alpha_init=alpha_init, alpha_rule=alpha_rule, kl_reduction=kl_reduction,
+                         bound_name="delta")
+        self.delta = self.bound
+
+
+class GECO(ConstrainedObjective):
+    """GECO (Rezende & Viola 2018): minimise KL subject to the reconstruction constraint R <= kappa.
+
+    loss = KL + alpha·(R - kappa), where alpha (their lambda) is not learned by gradient but moved
+    multiplicatively after every step, alpha <- alpha·exp(rate·C_avg), by a moving average C_avg of
+    the constraint R - kappa (``"geco"`` rule): alpha grows while the reconstruction is worse than
+    kappa and shrinks once it is better, so the model spends on the KL only what kappa allows. A
+    practitioner states the reconstruction they need (kappa, in R's units) instead of tuning beta.
+    """
+
+    def __init__(self, kappa: float = 0.05, alpha_init: float = 1.0, alpha_rule: str = "geco",
+                 ema: float = 0.99, rate: float = 1.0, kl_reduction: str = "mean"):
+        super().__init__(recon_weight=0.0, kl_weight=1.0, constraint_recon=1.0, constraint_kl=0.0, bound=kappa,
+                         alpha_init=alpha_init, alpha_rule=alpha_rule, kl_reduction=kl_reduction,
+                         geco_ema=ema, geco_rate=rate, bound_name="kappa")
+        self.kappa = self.bound
 
 
 SPARSITY_PENALTIES = ("l1", "kl")
@@ -207,3 +417,24 @@ class SparseReconstruction(Objective):
             penalty = l1_activity(h)
         return {"loss": recon + self.weight * penalty, "recon": recon, "penalty": penalty,
                 "mean_activation": h.detach().mean()}
+
+
+# Objectives by the names a command line or a sweep file uses.
+OBJECTIVES: dict[str, type[Objective]] = {
+    "reconstruction": Reconstruction, "sparse": SparseReconstruction, "elbo": ELBO, "sigma-vae": SigmaVAE,
+    "ko": KoLagrangian, "kl-constrained": KLConstrained, "geco": GECO,
+}
+
+
+def make_objective(name: str, **settings) -> Objective:
+    """A new objective by its name in ``OBJECTIVES`` (``"elbo"``, ``"geco"``, ...) and its settings,
+    e.g. ``make_objective("elbo", beta=4.0)``; an unknown name or setting is a ValueError that lists
+    the valid ones."""
+    _checks.one_of("objective", name, OBJECTIVES)
+    cls = OBJECTIVES[name]
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(settings) - set(accepted))
+    if unknown:
+        raise ValueError(f"objective {name!r} has no setting {', '.join(map(repr, unknown))}; its settings are "
+                         f"{accepted or 'none'}")
+    return cls(**settings)

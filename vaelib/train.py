@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vaelib import _checks
+from vaelib import _checks, threads
 from vaelib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vaelib.objectives import Objective
 
@@ -123,12 +123,23 @@ def fit(model: nn.Module, objective: Objective, x: torch.Tensor, *, epochs: int 
     objective must be built as before, and batch size, optimiser, seed and data must be the same
     (a different ``lr`` is allowed, e.g. to continue a diverged run with a smaller step).
 
+    The caller's random state is left as it was: the run draws from generators of its own (PyTorch's
+    global one is forked for the run and restored afterwards), and PyTorch runs on
+    ``vaelib.threads.torch_threads()`` threads during training (the caller's count is restored).
+
     Raises ``TrainingDiverged`` (epoch, step and term named) when a term or gradient is not finite.
     """
     x = _checks.data_matrix("x", x)
     _check_fit_arguments(model, objective, epochs, batch_size, lr, optimizer, seed, on_epoch_end,
                          checkpoint, checkpoint_every, resume_from)
     device = _device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), threads.limited():
+        return _fit(model, objective, x, epochs, batch_size, lr, optimizer, seed, progress, device,
+                    on_epoch_end, checkpoint, checkpoint_every, resume_from)
+
+
+def _fit(model, objective, x, epochs, batch_size, lr, optimizer, seed, progress, device, on_epoch_end,
+         checkpoint, checkpoint_every, resume_from) -> History:
     model.to(device).train()  # training mode: e.g. a denoising model corrupts its input only here
     objective.to(device)
     x = x.to(device)
@@ -191,7 +202,7 @@ def _run_epoch(model: nn.Module, objective: Objective, x: torch.Tensor, opt: tor
             raise _NonFinite(step, bad)
         objective.before_step()
         opt.step()
-        objective.after_step()
+        objective.after_step({name: value.detach() for name, value in terms.items()})
         for name, value in values.items():
             sums[name] = sums.get(name, 0.0) + value * len(idx)
     bad = _first_non_finite_state(model, objective)
@@ -250,7 +261,7 @@ def _diverged_message(epoch: int, bad: _NonFinite, completed: int, checkpoint) -
 
 def _trainable_parameters(model: nn.Module, objective: Objective) -> list[tuple[str, nn.Parameter]]:
     named = [(f"model.{n}", p) for n, p in model.named_parameters() if p.requires_grad]
-    named += [(f"objective.{n}", p) for n, p in objective.named_parameters() if p.requires_grad]
+    named += [(f"objective.{n}", p) for n, p in objective.trainer_parameters()]
     if not named:
         raise ValueError(f"model ({type(model).__name__}) and objective ({type(objective).__name__}) have no "
                          "trainable parameters: there is nothing to fit")

@@ -3,24 +3,23 @@
 It is compiled on first use with the system's C compiler (``$CC``, else ``cc``), with
 ``-march=native``, and cached on disk under a name that hashes the source, the compiler, the flags
 and the CPU, so that a later process loads it in milliseconds. Without a working compiler the
-engine falls back to its PyTorch implementation.
+engine falls back to its generic PyTorch path.
+
+The kernel implements the VAE family's one formula (``vaelib.objectives``, module docstring) for
+the settings in ``_layout.SETTINGS``; ``problem`` says when a set of runs is outside what it covers.
 """
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import math
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
 
-from vaelib.engine._stacked import COLUMNS, Net, Runs
+from vaelib.engine import _build, _layout
+from vaelib.engine._layout import Net
+from vaelib.objectives import ConstrainedObjective, Objective, VAEObjective
 
 SOURCE = Path(__file__).with_name("kernel.c")
 ACTIVATION_CODES = {"ptanh": 1, "tanh": 2, "relu": 3, "sigmoid": 4, "elu": 5, "identity": 6}
@@ -28,38 +27,55 @@ OPTIMIZER_CODES = {"adam": 0, "sgd": 1}
 LIMITS = {"layers": 64, "pieces": 256}  # kernel.c's MAX_LAYERS and MAX_PIECES
 
 
-def problem(net: Net, dtype: torch.dtype, device: torch.device) -> str | None:
-    """Why the kernel cannot train these runs, or None if it can."""
+def problem(models: list, objectives: list[Objective], optimizer: str, device: torch.device) -> Net | str:
+    """The layers the kernel would train, or why it cannot train these runs (then the engine takes
+    its generic PyTorch path)."""
     if device.type != "cpu":
         return f"it runs on the CPU, not on {device}"
-    if dtype != torch.float32:
-        return f"it computes in float32, the models are {dtype}"
-    if net.bernoulli:
-        return "it implements the Gaussian decoder only"
+    net = _layout.describe(models[0])
+    if isinstance(net, str):
+        return net
+    for i, model in enumerate(models):
+        if any(p.dtype != torch.float32 for p in model.parameters()):
+            return f"it computes in float32; models[{i}] is not float32"
+        if not all(p.requires_grad for p in model.parameters()):
+            return f"models[{i}] has frozen parameters; it trains every weight"
+    for i, objective in enumerate(objectives):
+        if not _follows_the_family_formula(objective):
+            return (f"objectives[{i}] ({type(objective).__name__}) is not written as a vaelib.objectives.Form "
+                    "(it overrides forward, combine or a hook)")
+    if optimizer not in OPTIMIZER_CODES:
+        return f"it implements the optimisers {sorted(OPTIMIZER_CODES)}, not {optimizer!r}"
     needs = {"layers": sum(layer.kind == "linear" for layer in (*net.encoder, *net.decoder)),
              "pieces": len(net.shapes)}
     if any(needs[name] > limit for name, limit in LIMITS.items()):
         return f"it handles at most {LIMITS} layers and parameter tensors, these runs need {needs}"
     if load() is None:
-        return "no C compiler could build it (set CC to one)"
-    return None
+        return "it could not be built or loaded (no C compiler, or see the KernelUnavailableWarning; set CC to one)"
+    return net
+
+
+def _follows_the_family_formula(objective: Objective) -> bool:
+    """Whether every method that shapes training is the family's own, so that its Form says it all."""
+    cls = type(objective)
+    if not isinstance(objective, VAEObjective):
+        return False
+    own = ConstrainedObjective if isinstance(objective, ConstrainedObjective) else VAEObjective
+    return all(getattr(cls, name) is getattr(own, name)
+               for name in ("forward", "combine", "before_step", "after_step", "trainer_parameters"))
 
 
 @functools.cache
 def load():
-    """The kernel's entry point (a ctypes function), built on first use; None if it cannot be built."""
-    compiler = shutil.which(os.environ.get("CC", "cc"))
-    if compiler is None or not SOURCE.is_file():
+    """The kernel's entry point (a ctypes function), built on first use and cached by ``_build``;
+    None if it cannot be built or loaded (``_build`` warns why, unless there is simply no compiler)."""
+    library = _build.load_library(SOURCE, FLAGS, "vaelib_train_epoch")
+    if library is None:
         return None
-    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), compiler.encode(), " ".join(FLAGS).encode(),
-                                     _cpu_signature().encode()])).hexdigest()[:16]
-    library = cache_dir() / f"engine-kernel-{key}.so"
-    if not (library.is_file() or _build(compiler, library)):
-        return None
-    function = ctypes.CDLL(str(library)).vaelib_train_epoch
+    function = library.vaelib_train_epoch
     i64, pointer = ctypes.c_int64, ctypes.c_void_p
     function.argtypes = ([i64] * 5 + [pointer, i64, i64, pointer, pointer, i64] + [pointer] * 9
-                         + [i64, ctypes.c_float] + [pointer] * 3 + [i64])
+                         + [i64, pointer, i64, ctypes.c_float] + [pointer] * 3 + [i64])
     function.restype = ctypes.c_int
     return function
 
@@ -69,65 +85,40 @@ def load():
 FLAGS = ["-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-pthread", "-shared", "-fPIC"]
 
 
-def _build(compiler: str, library: Path) -> bool:
-    """Compile the kernel into ``library``, atomically, so that concurrent builds cannot clash."""
-    library.parent.mkdir(parents=True, exist_ok=True)
-    partial = library.with_name(f"{library.name}.{os.getpid()}.partial")
-    done = subprocess.run([compiler, *FLAGS, "-o", str(partial), str(SOURCE)], capture_output=True)
-    if done.returncode != 0:
-        partial.unlink(missing_ok=True)
-        return False
-    os.replace(partial, library)
-    return True
-
-
-def cache_dir() -> Path:
-    """Where built kernels are kept: $VAELIB_CACHE_DIR, else ~/.cache/vaelib, else the temp folder."""
-    if os.environ.get("VAELIB_CACHE_DIR"):
-        return Path(os.environ["VAELIB_CACHE_DIR"])
-    home_cache = Path.home() / ".cache"
-    writable = os.access(home_cache if home_cache.is_dir() else Path.home(), os.W_OK)
-    return (home_cache if writable else Path(tempfile.gettempdir())) / "vaelib"
-
-
-def _cpu_signature() -> str:
-    """Code built with -march=native runs only on CPUs with the same instruction sets."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        flags = ""
-    return f"{platform.machine()} {platform.processor()} {flags}"
-
-
 class EpochCall:
     """Everything the kernel needs that does not change from epoch to epoch, prepared once."""
 
-    def __init__(self, net: Net, runs: Runs, n_runs: int, sizes: list[int], threads: int):
+    def __init__(self, net: Net, objectives: list[VAEObjective], sizes: list[int], optimizer: str, lr: float,
+                 threads: int):
         self.function = load()
-        self.n_runs, self.sizes, self.threads = n_runs, sizes, threads
-        self.optimizer, self.lr, self.n_pieces = OPTIMIZER_CODES[net.optimizer], net.lr, len(net.shapes)
+        self.n_runs, self.sizes, self.threads = len(objectives), sizes, threads
+        self.optimizer, self.lr, self.n_pieces = OPTIMIZER_CODES[optimizer], lr, len(net.shapes)
         self.batch_sizes = torch.tensor(sizes, dtype=torch.int64)
         self.layers, self.constants = _layer_spec(net)
         self.encoder_layers = sum(layer.kind == "linear" for layer in net.encoder)
         self.numel = torch.tensor([math.prod(shape) for shape in net.shapes], dtype=torch.int64)
-        self.offsets = torch.cat([torch.zeros(1, dtype=torch.int64), (self.numel * n_runs).cumsum(0)[:-1]])
-        self.settings = _run_settings(net, runs)
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.int64), (self.numel * self.n_runs).cumsum(0)[:-1]])
+        self.settings = _layout.run_settings(objectives).contiguous()
 
-    def __call__(self, state: list[torch.Tensor], x: torch.Tensor, order: torch.Tensor, eps: torch.Tensor,
-                 step_size: torch.Tensor, bias_correction2_sqrt: torch.Tensor) -> torch.Tensor:
-        """One epoch of every run: updates ``state`` in place, returns the terms (steps, runs, 6)."""
+    def __call__(self, state: list[torch.Tensor], multiplier_state: torch.Tensor, x: torch.Tensor,
+                 order: torch.Tensor, eps: torch.Tensor, step_size: torch.Tensor,
+                 bias_correction2_sqrt: torch.Tensor) -> torch.Tensor:
+        """One epoch of every run: updates ``state`` (parameters, Adam's two moments) and
+        ``multiplier_state`` in place; returns (steps, runs, len(_layout.STEP_COLUMNS))."""
         x, order, eps = x.contiguous(), order.contiguous(), eps.contiguous()
         step_size, bias_correction2_sqrt = step_size.contiguous(), bias_correction2_sqrt.contiguous()
-        terms = torch.empty(len(self.sizes), self.n_runs, len(COLUMNS))
+        columns = torch.empty(len(self.sizes), self.n_runs, len(_layout.STEP_COLUMNS))
         status = self.function(
             self.n_runs, x.shape[0], x.shape[1], eps.shape[2], len(self.sizes), self.batch_sizes.data_ptr(),
             len(self.layers), self.encoder_layers, self.layers.data_ptr(), self.constants.data_ptr(),
             self.n_pieces, self.offsets.data_ptr(), self.numel.data_ptr(), x.data_ptr(), order.data_ptr(),
-            eps.data_ptr(), *(t.data_ptr() for t in state), self.settings.data_ptr(), self.optimizer, self.lr,
-            step_size.data_ptr(), bias_correction2_sqrt.data_ptr(), terms.data_ptr(), self.threads)
+            eps.data_ptr(), *(t.data_ptr() for t in state), self.settings.data_ptr(), len(_layout.SETTINGS),
+            multiplier_state.data_ptr(), self.optimizer, self.lr, step_size.data_ptr(),
+            bias_correction2_sqrt.data_ptr(), columns.data_ptr(), self.threads)
         if status != 0:
-            raise MemoryError(f"the engine's C kernel stopped with status {status} (2: out of memory)")
-        return terms
+            raise MemoryError(f"the engine's C kernel stopped with status {status} (1: sizes beyond its limits, "
+                              "2: out of memory)")
+        return columns
 
 
 def _layer_spec(net: Net) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,15 +134,3 @@ def _layer_spec(net: Net) -> tuple[torch.Tensor, torch.Tensor]:
             spec.append([*net.shapes[layer.pieces[0]], activation, *layer.pieces, a, b, 0])
             constants.append(after.elu_alpha if after is not None else 1.0)
     return torch.tensor(spec, dtype=torch.int64), torch.tensor(constants, dtype=torch.float32)
-
-
-def _run_settings(net: Net, runs: Runs) -> torch.Tensor:
-    """Per run: beta, delta, KL summed over the batch, alpha's gradient sign, and whether its alpha
-    rule reflects a negative step ("reverse") or projects onto alpha >= 0 ("project", "ascent"),
-    as vaelib.objectives.constrain_alpha does."""
-    def uses(*rules):
-        masks = [runs.rule_masks[net.rules.index(rule)] for rule in rules if rule in net.rules]
-        return torch.stack(masks).any(0) if masks else torch.zeros_like(runs.kl_summed)
-
-    columns = [runs.beta, runs.delta, runs.kl_summed, runs.gradient_sign, uses("reverse"), uses("project", "ascent")]
-    return torch.stack([c.float().cpu() for c in columns], dim=1).contiguous()

@@ -20,9 +20,15 @@
      layer_spec     per linear layer, encoder first, 8 int64: in, out, the activation after it,
                     and the pieces of its weight, bias, a and b (-1 if none), then one unused.
      layer_constant per linear layer: ELU's alpha.
-     run_settings   per run, 6 floats: beta, delta, KL summed over the batch (0/1), alpha's gradient
-                    sign, whether a negative alpha is reflected (0/1), projected onto 0 (0/1).
-     terms   (steps, runs, 6): loss, recon, kl, (1 + alpha) recon, alpha kl, alpha, per step.
+     run_settings   per run, n_settings floats (vaelib/engine/_layout.py's SETTINGS): the objective's
+                    Form, loss = recon_weight R' + kl_weight KL + alpha (constraint_recon R' +
+                    constraint_kl KL - bound), with KL summed over the batch (kl_summed) or averaged
+                    and R' = R, or the Gaussian NLL under the best variance (calibrated); then the
+                    alpha rule: alpha's gradient sign, reflect / project a negative alpha, or GECO's
+                    multiplicative update (ema, rate, floor, ceiling).
+     multiplier_state (runs, 2)        GECO's moving average of the constraint and its update count
+     terms   (steps, runs, 3): R, the batch-averaged KL and alpha (before the step), per step;
+             vaelib.objectives makes the named terms from them.
    Returns 0, or 1 for sizes beyond the fixed limits, 2 when memory runs out.
 */
 #include <math.h>
@@ -328,16 +334,68 @@ static void load_points(vf *dst, const float *src, const int64_t *index, int64_t
         }
 }
 
+enum { S_RECON_WEIGHT, S_KL_WEIGHT, S_CONSTRAINT_RECON, S_CONSTRAINT_KL, S_BOUND, S_KL_SUMMED, S_CALIBRATED,
+       S_MIN_VARIANCE, S_GRADIENT_SIGN, S_REFLECT, S_PROJECT, S_GECO, S_EMA, S_RATE, S_ALPHA_FLOOR,
+       S_ALPHA_CEILING, N_SETTINGS };
+
+/* Run r's forward pass over [first, first + size) with no gradient: the batch's summed squared
+   error, which the calibrated likelihood needs before any gradient (its variance is R / D). */
+static float squared_error_sum(const Net *net, Scratch *s, int64_t r, int64_t first, int64_t size, const float *x,
+                               const int64_t *order, const float *eps, float *theta) {
+    int64_t ne = net->n_encoder, nl = net->n_layers, L = net->latent, F = net->features;
+    vf total = splat(0.0f);
+    for (int64_t c0 = 0; c0 < size; c0 += CHUNK) {
+        int64_t count = size - c0 < CHUNK ? size - c0 : CHUNK, nv = (count + LANES - 1) / LANES;
+        vi valid[CHUNK / LANES];
+        for (int64_t v = 0; v < nv; v++)
+            for (int p = 0; p < LANES; p++) valid[v][p] = v * LANES + p < count ? -1 : 0;
+        vf *x0 = s->h[0], *z = s->h[ne];
+        load_points(x0, x, order + r * net->points + first + c0, F, count, nv);
+        load_points(s->noise, eps + (r * net->points + first + c0) * L, NULL, L, count, nv);
+        layers_forward(net, s, theta, r, 0, ne, nv, s->enc);
+        for (int64_t q = 0; q < L * nv; q++) z[q] = s->enc[q] + vexp(0.5f * s->enc[L * nv + q]) * s->noise[q];
+        layers_forward(net, s, theta, r, ne, nl, nv, s->d1);
+        for (int64_t q = 0; q < F * nv; q++) {
+            vf diff = x0[q] - s->d1[q];
+            total += vselect(valid[q % nv], diff * diff, splat(0.0f));
+        }
+    }
+    return lane_sum(total);
+}
+
+/* d(R')/dR: 1, or 1 / (2 sigma^2) under the calibrated likelihood, sigma^2 = max(R / D, floor). */
+static inline float likelihood_slope(const float *settings, float recon, int64_t features) {
+    if (settings[S_CALIBRATED] == 0.0f) return 1.0f;
+    float variance = recon / (float)features;
+    if (variance < settings[S_MIN_VARIANCE]) variance = settings[S_MIN_VARIANCE];
+    return 1.0f / (2.0f * variance);
+}
+
+/* R' itself: R, or (D/2) log(2 pi sigma^2) + R / (2 sigma^2), as vaelib.objectives.calibrated_nll. */
+static inline float likelihood_term(const float *settings, float recon, int64_t features) {
+    if (settings[S_CALIBRATED] == 0.0f) return recon;
+    float variance = recon / (float)features;
+    if (variance < settings[S_MIN_VARIANCE]) variance = settings[S_MIN_VARIANCE];
+    return 0.5f * (float)features * logf(2.0f * 3.14159265358979f * variance) + recon / (2.0f * variance);
+}
+
 /* One minibatch step of run r over the epoch's points [first, first + size): gradient into
-   s->grad, loss terms into out[0..5]. */
-static void run_step(const Net *net, Scratch *s, int64_t r, int64_t first, int64_t size, const float *x,
-                     const int64_t *order, const float *eps, float *theta, const float *settings, float *out) {
+   s->grad; R, the averaged KL and alpha into out[0..2]; returns the constraint value h. */
+static float run_step(const Net *net, Scratch *s, int64_t r, int64_t first, int64_t size, const float *x,
+                      const int64_t *order, const float *eps, float *theta, const float *settings, float *out) {
     int64_t ne = net->n_encoder, nl = net->n_layers, L = net->latent, F = net->features;
     float alpha = *piece(net, theta, net->n_pieces - 1, r);
-    float beta = settings[0], delta = settings[1];
-    float kl_scale = settings[2] != 0.0f ? (float)size : 1.0f;
-    float d_recon = (1.0f + alpha) / (float)size;
-    float d_kl = (alpha + beta) * kl_scale / (float)size;
+    float kl_scale = settings[S_KL_SUMMED] != 0.0f ? (float)size : 1.0f;
+    float recon_weight = settings[S_RECON_WEIGHT] + alpha * settings[S_CONSTRAINT_RECON];
+    float kl_weight = settings[S_KL_WEIGHT] + alpha * settings[S_CONSTRAINT_KL];
+    float d_kl = kl_weight * kl_scale / (float)size;
+    /* The calibrated likelihood's slope needs the whole batch's R first: with one chunk the forward
+       pass below has it before any gradient, with more a forward-only pass finds it. */
+    int calibrated = settings[S_CALIBRATED] != 0.0f;
+    float d_recon = recon_weight / (float)size;
+    if (calibrated && size > CHUNK)
+        d_recon *= likelihood_slope(settings, squared_error_sum(net, s, r, first, size, x, order, eps, theta) /
+                                              (float)size, F);
     vf recon_sum = splat(0.0f), kl_sum = splat(0.0f);
     memset(s->grad, 0, sizeof(float) * net->run_numel);
 
@@ -359,11 +417,13 @@ static void run_step(const Net *net, Scratch *s, int64_t r, int64_t first, int64
         }
         vf *d = s->d1, *d_next = s->d2;
         layers_forward(net, s, theta, r, ne, nl, nv, d);
-        for (int64_t q = 0; q < F * nv; q++) {  /* the error, and its gradient 2 (1 + alpha)(x_hat - x) / batch */
+        for (int64_t q = 0; q < F * nv; q++) {  /* the error */
             vf diff = x0[q] - d[q];
             recon_sum += vselect(valid[q % nv], diff * diff, splat(0.0f));
-            d[q] = vselect(valid[q % nv], d_recon * (2.0f * -diff), splat(0.0f));
+            d[q] = vselect(valid[q % nv], -2.0f * diff, splat(0.0f));
         }
+        if (calibrated && size <= CHUNK) d_recon *= likelihood_slope(settings, lane_sum(recon_sum) / (float)size, F);
+        for (int64_t q = 0; q < F * nv; q++) d[q] *= d_recon;  /* dL/dx_hat = w R'(R) 2 (x_hat - x) / batch */
         for (int64_t l = nl - 1; l >= 0; l--) {
             layer_gradient(net, s, theta, r, l, nv, d, l == 0 ? NULL : d_next);
             if (l == ne) {  /* dL/dz into dL/dmu and dL/dlogvar, each with the KL's own gradient */
@@ -381,21 +441,22 @@ static void run_step(const Net *net, Scratch *s, int64_t r, int64_t first, int64
         }
     }
     float recon = lane_sum(recon_sum) / (float)size;
-    float kl = lane_sum(kl_sum) / (float)size * kl_scale;
-    float weighted_recon = (1.0f + alpha) * recon;
-    s->grad[net->piece_start[net->n_pieces - 1]] = settings[3] * (recon + (kl - delta));
-    out[0] = weighted_recon + alpha * (kl - delta) + beta * kl;
-    out[1] = recon;
-    out[2] = kl;
-    out[3] = weighted_recon;
-    out[4] = alpha * kl;
-    out[5] = alpha;
+    float kl = lane_sum(kl_sum) / (float)size;
+    float constraint = settings[S_CONSTRAINT_RECON] * likelihood_term(settings, recon, F) +
+                       settings[S_CONSTRAINT_KL] * (kl * kl_scale) - settings[S_BOUND];
+    s->grad[net->piece_start[net->n_pieces - 1]] = settings[S_GRADIENT_SIGN] * constraint;
+    out[0] = recon;
+    out[1] = kl;
+    out[2] = alpha;
+    return constraint;
 }
 
 /* torch.optim.Adam's (or SGD's) update of run r's parameters, in the same arithmetic order, then
-   the alpha rule: reflect a step that went below 0 about the old value, or project onto >= 0. */
+   the alpha rule (vaelib.objectives.update_multiplier): reflect a step that went below 0 about the
+   old value, project onto >= 0, or GECO's multiplicative step on the constraint's moving average. */
 static void run_update(const Net *net, Scratch *s, int64_t r, float *theta, float *m, float *v, int64_t optimizer,
-                       float lr, float step_size, float bc2_sqrt, const float *settings) {
+                       float lr, float step_size, float bc2_sqrt, const float *settings, float constraint,
+                       float *multiplier_state) {
     float *alpha = piece(net, theta, net->n_pieces - 1, r);
     float alpha_before = *alpha;
     for (int64_t i = 0; i < net->n_pieces; i++) {
@@ -411,8 +472,15 @@ static void run_update(const Net *net, Scratch *s, int64_t r, float *theta, floa
             th[e] = th[e] + step_size * mi[e] / (sqrtf(vi_[e]) / bc2_sqrt + 1e-8f);
         }
     }
-    if (settings[4] != 0.0f && *alpha < 0.0f) *alpha = 2.0f * alpha_before - *alpha;
-    if (settings[5] != 0.0f && *alpha < 0.0f) *alpha = 0.0f;
+    if (settings[S_REFLECT] != 0.0f && *alpha < 0.0f) *alpha = 2.0f * alpha_before - *alpha;
+    if (settings[S_PROJECT] != 0.0f && *alpha < 0.0f) *alpha = 0.0f;
+    if (settings[S_GECO] != 0.0f) {
+        float *average = multiplier_state + 2 * r, *count = average + 1;
+        *count += 1.0f;
+        *average = *count == 1.0f ? constraint : settings[S_EMA] * *average + (1.0f - settings[S_EMA]) * constraint;
+        float next = alpha_before * expf(settings[S_RATE] * *average);
+        *alpha = fminf(fmaxf(next, settings[S_ALPHA_FLOOR]), settings[S_ALPHA_CEILING]);
+    }
 }
 
 /* One epoch's work, shared by the threads: each takes the next untrained run until none is left. */
@@ -421,7 +489,7 @@ typedef struct {
     int64_t steps, optimizer, next_run;
     const int64_t *batch_sizes, *order;
     const float *x, *eps, *run_settings, *step_size, *bc2_sqrt;
-    float *theta, *adam_m, *adam_v, *terms, lr;
+    float *theta, *adam_m, *adam_v, *multiplier_state, *terms, lr;
     int out_of_memory;
 } Epoch;
 
@@ -434,12 +502,12 @@ static void *train_runs(void *arg) {
         return NULL;
     }
     for (int64_t r; (r = __atomic_fetch_add(&e->next_run, 1, __ATOMIC_RELAXED)) < e->net->runs;) {
-        const float *settings = e->run_settings + 6 * r;
+        const float *settings = e->run_settings + N_SETTINGS * r;
         for (int64_t k = 0, first = 0; k < e->steps; first += e->batch_sizes[k], k++) {
-            run_step(e->net, &s, r, first, e->batch_sizes[k], e->x, e->order, e->eps, e->theta, settings,
-                     e->terms + (k * e->net->runs + r) * 6);
+            float constraint = run_step(e->net, &s, r, first, e->batch_sizes[k], e->x, e->order, e->eps, e->theta,
+                                        settings, e->terms + (k * e->net->runs + r) * 3);
             run_update(e->net, &s, r, e->theta, e->adam_m, e->adam_v, e->optimizer, e->lr, e->step_size[k],
-                       e->bc2_sqrt[k], settings);
+                       e->bc2_sqrt[k], settings, constraint, e->multiplier_state);
         }
     }
     scratch_free(&s);
@@ -450,11 +518,12 @@ int vaelib_train_epoch(int64_t runs, int64_t points, int64_t features, int64_t l
                        const int64_t *batch_sizes, int64_t n_layers, int64_t n_encoder, const int64_t *layer_spec,
                        const float *layer_constant, int64_t n_pieces, const int64_t *piece_offset,
                        const int64_t *piece_numel, const float *x, const int64_t *order, const float *eps,
-                       float *theta, float *adam_m, float *adam_v, const float *run_settings, int64_t optimizer,
-                       float lr, const float *step_size, const float *bc2_sqrt, float *terms, int64_t threads) {
+                       float *theta, float *adam_m, float *adam_v, const float *run_settings, int64_t n_settings,
+                       float *multiplier_state, int64_t optimizer, float lr, const float *step_size,
+                       const float *bc2_sqrt, float *terms, int64_t threads) {
     Layer layers[MAX_LAYERS];
     int64_t piece_start[MAX_PIECES], run_numel = 0;
-    if (n_layers > MAX_LAYERS || n_pieces > MAX_PIECES) return 1;
+    if (n_layers > MAX_LAYERS || n_pieces > MAX_PIECES || n_settings != N_SETTINGS) return 1;
     for (int64_t i = 0; i < n_pieces; i++) {
         piece_start[i] = run_numel;
         run_numel += piece_numel[i];
@@ -466,7 +535,7 @@ int vaelib_train_epoch(int64_t runs, int64_t points, int64_t features, int64_t l
     Net net = {runs, points, features, latent, n_layers, n_encoder, n_pieces, run_numel,
                piece_offset, piece_numel, piece_start, layers};
     Epoch epoch = {&net, steps, optimizer, 0, batch_sizes, order, x, eps, run_settings, step_size, bc2_sqrt,
-                   theta, adam_m, adam_v, terms, lr, 0};
+                   theta, adam_m, adam_v, multiplier_state, terms, lr, 0};
     /* the calling thread works too; the others are started for this epoch and joined at its end */
     pthread_t helpers[MAX_THREADS];
     int64_t started = 0;

@@ -1,5 +1,10 @@
-"""Architectures only: they know shapes, not what is minimised (see ``vaelib.objectives``)."""
-from vaelib.models.autoencoder import Autoencoder, ModelOutput
+"""Architectures only: they know shapes, not what is minimised (see ``vaelib.objectives``).
+
+``base`` holds the contract every model and objective relies on (``ModelOutput``) and the public
+registry that makes a model checkpointable (``register_model``, ``load_model``), a user's own too.
+"""
+from vaelib.models.autoencoder import Autoencoder
+from vaelib.models.base import ModelOutput, build_model, load_model, register_model, registered_models
 from vaelib.models.conv import ConvAutoencoder
 from vaelib.models.denoising import DenoisingAutoencoder
 from vaelib.models.sparse import SparseAutoencoder
@@ -7,4 +12,4 @@ from vaelib.models.tied import TiedAutoencoder
 from vaelib.models.vae import VAE
 
 __all__ = ["Autoencoder", "ConvAutoencoder", "DenoisingAutoencoder", "ModelOutput", "SparseAutoencoder",
-           "TiedAutoencoder", "VAE"]
+           "TiedAutoencoder", "VAE", "build_model", "load_model", "register_model", "registered_models"]

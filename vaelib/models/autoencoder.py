@@ -2,32 +2,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from vaelib import _checks
-from vaelib.checkpoint import rebuildable
+from vaelib.models.base import ModelOutput, register_model
 from vaelib.nn import ACTIVATIONS, mlp
 
 
-@dataclass
-class ModelOutput:
-    """What a model's forward pass hands to an objective.
-
-    ``recon`` is the reconstruction on the data scale (or the decoder's logits when
-    ``recon_is_logits``); ``z`` is the code that was decoded. VAEs also fill ``mu`` and ``logvar``.
-    """
-
-    recon: torch.Tensor
-    z: torch.Tensor
-    mu: torch.Tensor | None = None
-    logvar: torch.Tensor | None = None
-    recon_is_logits: bool = False
-
-
-@rebuildable
+@register_model
 class Autoencoder(nn.Module):
     """An MLP encoder f_e and decoder f_d with x_hat = f_d(f_e(x)) (Ko & Ko, eq. 1).
 
@@ -46,11 +30,11 @@ class Autoencoder(nn.Module):
         self.decoder = mlp([latent_dim, *reversed(list(hidden)), in_dim], activation)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        _checks.data_matrix("x", x, self.in_dim)
+        _checks.model_input("x", x, self.in_dim)
         return self.encoder(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        _checks.data_matrix("z", z, self.latent_dim)
+        _checks.model_input("z", z, self.latent_dim)
         return self.decoder(z)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:

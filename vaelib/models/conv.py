@@ -8,14 +8,13 @@ import torch
 from torch import nn
 
 from vaelib import _checks
-from vaelib.checkpoint import rebuildable
-from vaelib.models.autoencoder import ModelOutput
+from vaelib.models.base import ModelOutput, register_model
 from vaelib.nn import ACTIVATIONS, activation as make_activation
 
 CONV_DECODERS = ("unpool", "transposed")
 
 
-@rebuildable
+@register_model
 class ConvAutoencoder(nn.Module):
     """Convolution + max-pooling stages down, their mirror image up; flat (n, h*w) images in and out.
 
@@ -73,7 +72,7 @@ class ConvAutoencoder(nn.Module):
 
     def encode_with_indices(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The code (n, latent_dim) and the pooling indices of every stage, first stage first."""
-        _checks.data_matrix("x", x, self.in_dim)
+        _checks.model_input("x", x, self.in_dim)
         h = x.reshape(-1, 1, *self.image_shape)
         indices = []
         for stage in self.down:
@@ -88,7 +87,7 @@ class ConvAutoencoder(nn.Module):
 
     def decode(self, z: torch.Tensor, indices: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """Flat images (n, h*w) from codes; the unpooling decoder also needs the encoder's indices."""
-        _checks.data_matrix("z", z, self.latent_dim)
+        _checks.model_input("z", z, self.latent_dim)
         if self.decoder_kind == "unpool":
             if indices is None or len(indices) != len(self.down):
                 raise ValueError(f"the unpooling decoder needs the {len(self.down)} pooling index tensors "

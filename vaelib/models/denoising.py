@@ -6,12 +6,12 @@ from collections.abc import Sequence
 import torch
 
 from vaelib import _checks
-from vaelib.checkpoint import rebuildable
-from vaelib.models.autoencoder import Autoencoder, ModelOutput
+from vaelib.models.autoencoder import Autoencoder
+from vaelib.models.base import ModelOutput, register_model
 from vaelib.nn import corrupt
 
 
-@rebuildable
+@register_model
 class DenoisingAutoencoder(Autoencoder):
     """An ``Autoencoder`` that corrupts its input in training mode (Vincent et al., 2008).
 
@@ -35,7 +35,7 @@ class DenoisingAutoencoder(Autoencoder):
                              "mask_prob > 0 (with neither it is a plain vaelib.Autoencoder)")
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
-        _checks.data_matrix("x", x, self.in_dim)
+        _checks.model_input("x", x, self.in_dim)
         seen = corrupt(x, self.noise_std, self.mask_prob) if self.training else x
         z = self.encode(seen)
         return ModelOutput(recon=self.decoder(z), z=z)

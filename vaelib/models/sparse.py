@@ -5,12 +5,11 @@ import torch
 from torch import nn
 
 from vaelib import _checks
-from vaelib.checkpoint import rebuildable
-from vaelib.models.autoencoder import ModelOutput
+from vaelib.models.base import ModelOutput, register_model
 from vaelib.nn import ACTIVATIONS, activation as make_activation
 
 
-@rebuildable
+@register_model
 class SparseAutoencoder(nn.Module):
     """x -> h = act(W x + b) -> x_hat = V h + c, with h of any size (over-complete allowed).
 
@@ -30,11 +29,11 @@ class SparseAutoencoder(nn.Module):
         self.decoder = nn.Linear(code_dim, in_dim)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        _checks.data_matrix("x", x, self.in_dim)
+        _checks.model_input("x", x, self.in_dim)
         return self.encoder(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        _checks.data_matrix("z", z, self.code_dim)
+        _checks.model_input("z", z, self.code_dim)
         return self.decoder(z)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:

@@ -5,12 +5,12 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from vaelib.checkpoint import rebuildable
 from vaelib.models.autoencoder import Autoencoder
+from vaelib.models.base import register_model
 from vaelib.nn import TiedLinear, activation as make_activation
 
 
-@rebuildable
+@register_model
 class TiedAutoencoder(Autoencoder):
     """An MLP autoencoder whose decoder layer k uses Wᵀ of the mirrored encoder layer.
 

@@ -7,14 +7,13 @@ import torch
 from torch import nn
 
 from vaelib import _checks
-from vaelib.checkpoint import rebuildable
-from vaelib.models.autoencoder import ModelOutput
+from vaelib.models.base import ModelOutput, register_model
 from vaelib.nn import ACTIVATIONS, mlp
 
 DECODERS = ("gaussian", "bernoulli")
 
 
-@rebuildable
+@register_model
 class VAE(nn.Module):
     """Encoder q(z|x) = N(mu(x), diag(exp(logvar(x)))), prior N(0, I), and a decoder p(x|z).
 
@@ -37,24 +36,33 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The posterior's mean and log-variance, each of shape (n, latent_dim)."""
-        _checks.data_matrix("x", x, self.in_dim)
+        _checks.model_input("x", x, self.in_dim)
         mu, logvar = self.encoder(x).chunk(2, dim=-1)
         return mu, logvar
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """z = mu + sigma * eps with eps ~ N(0, I): a sample that gradients can flow through."""
-        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """z = mu + sigma * eps with eps ~ N(0, I): a sample that gradients can flow through.
+
+        ``noise`` is eps when the caller draws it (from a generator of its own); by default it is
+        drawn here from PyTorch's global generator."""
+        if noise is None:
+            noise = torch.randn_like(mu)
+        elif noise.shape != mu.shape:
+            raise ValueError(f"noise must have the shape of the code, {tuple(mu.shape)}, got {tuple(noise.shape)}")
+        return mu + torch.exp(0.5 * logvar) * noise
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The decoder's mean of x given z (probabilities for the Bernoulli decoder)."""
-        _checks.data_matrix("z", z, self.latent_dim)
+        _checks.model_input("z", z, self.latent_dim)
         out = self.decoder(z)
         return torch.sigmoid(out) if self.decoder_kind == "bernoulli" else out
 
-    def forward(self, x: torch.Tensor) -> ModelOutput:
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> ModelOutput:
+        """Encode, draw z = mu + sigma * noise (noise ~ N(0, I) of shape (len(x), latent_dim),
+        drawn here unless given), decode."""
         mu, logvar = self.encode(x)
-        z = self.reparameterize(mu, logvar)
+        z = self.reparameterize(mu, logvar, noise)
         return ModelOutput(recon=self.decoder(z), z=z, mu=mu, logvar=logvar,
                            recon_is_logits=self.decoder_kind == "bernoulli")
 

@@ -1,0 +1,71 @@
+"""The command line, one module per command: ``python -m vaelib COMMAND --help``.
+
+Each command module defines ``add_parser(commands)`` (its argparse sub-parser, with a description
+and an example) and ``run(args) -> int`` (the exit status). ``COMMANDS`` lists them in the order
+``--help`` shows them. Shared here: a parser whose errors are one line with exit status 2, the
+numeric argument types, and ``fail`` for one-line errors after parsing.
+
+Exit statuses: 0 done, 1 training diverged, 2 bad input (arguments, files, data), 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = ("reproduce",)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage block) and exit with status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def number_parser(convert, accepts, expected: str):
+    """An argparse type: ``convert`` the text, then require ``accepts(value)``, else say ``expected``."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+    return parse
+
+
+positive_int = number_parser(int, lambda v: v > 0, "a positive integer")
+non_negative_int = number_parser(int, lambda v: v >= 0, "a non-negative integer")
+positive_float = number_parser(float, lambda v: 0 < v < float("inf"), "a positive finite number")
+
+
+def fail(command: str, exc: BaseException | str, status: int) -> int:
+    """Print ``vaelib COMMAND: error: ...`` on one line to stderr and return ``status``."""
+    message = " ".join(str(exc).split())
+    print(f"vaelib {command}: error: {message}", file=sys.stderr)
+    return status
+
+
+def command_module(name: str):
+    return importlib.import_module(f"vaelib.cli.{name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m vaelib``, with every command's sub-parser."""
+    parser = OneLineParser(prog="vaelib", description="vaelib's command line: train, evaluate and sample VAEs "
+                                                      "on your own data, and reproduce the book's experiments.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
+    for name in COMMANDS:
+        command_module(name).add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: sys.argv[1:]) and run the command; return the exit status."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # figures go to files; no display needed
+    args = build_parser().parse_args(argv)
+    return command_module(args.command).run(args)

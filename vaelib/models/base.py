@@ -1,0 +1,116 @@
+"""The contract between models, objectives and trainers, and the registry of checkpointable models.
+
+What an objective may rely on (and all it may rely on) is a model's ``forward(x)``, which returns a
+``ModelOutput``. The rest of the protocol is optional and used where it applies:
+
+* ``encode(x)``: the code (an autoencoder) or the posterior's ``(mu, logvar)`` (a VAE);
+* ``decode(z)``: data-space means from codes;
+* ``sample(n, generator=None)``: n points from the generative model (VAEs);
+* ``latent_dim`` and ``forward(x, noise=None)``: a model that draws standard normal noise of shape
+  ``(len(x), latent_dim)`` in its forward pass (the VAE's reparameterisation) takes it as an
+  argument too, so that a trainer can hand it noise from a generator of its own
+  (``vaelib.engine.fit_batched`` does: every run draws from its own generator).
+
+A model is *checkpointable* when its class is registered with :func:`register_model`: the
+constructor's arguments are then recorded on every instance (``model.init_args``) and stored in
+checkpoints, and :func:`load_model` rebuilds the model from the file alone. Only registered classes
+are rebuilt, looked up by name: a checkpoint never names code to import. Register your own class
+the same way::
+
+    @vaelib.register_model
+    class MyVAE(torch.nn.Module):
+        def __init__(self, in_dim: int, width: int = 64): ...
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vaelib.checkpoint import CheckpointError, load_checkpoint
+
+_REGISTRY: dict[str, type[nn.Module]] = {}
+
+
+@dataclass
+class ModelOutput:
+    """What a model's forward pass hands to an objective.
+
+    ``recon`` is the reconstruction on the data scale (or the decoder's logits when
+    ``recon_is_logits``); ``z`` is the code that was decoded. VAEs also fill ``mu`` and ``logvar``,
+    the mean and log-variance of the Gaussian posterior q(z|x).
+    """
+
+    recon: torch.Tensor
+    z: torch.Tensor
+    mu: torch.Tensor | None = None
+    logvar: torch.Tensor | None = None
+    recon_is_logits: bool = False
+
+
+def register_model(cls: type[nn.Module]) -> type[nn.Module]:
+    """Class decorator: make a model class checkpointable (see the module's docstring).
+
+    After ``model = Cls(...)``, ``model.init_args`` holds the constructor's arguments (defaults
+    included), so that ``load_model`` can rebuild the model. The arguments must be JSON values
+    (numbers, strings, booleans, lists, dicts), and ``__init__`` must not take ``*args``/``**kwargs``.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"register_model decorates torch.nn.Module subclasses, got {cls!r}")
+    name = cls.__name__
+    if _REGISTRY.get(name, cls) is not cls:
+        raise ValueError(f"another model class named {name!r} is already registered; rename one of them")
+    signature = inspect.signature(cls.__init__)
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature.parameters.values()):
+        raise TypeError(f"{name}.__init__ takes *args or **kwargs; a registered model needs named arguments")
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        if type(self) is cls:  # a subclass records its own arguments, not its parent's
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            self.init_args = dict(list(bound.arguments.items())[1:])
+
+    cls.__init__ = __init__
+    _REGISTRY[name] = cls
+    return cls
+
+
+def registered_models() -> dict[str, type[nn.Module]]:
+    """The checkpointable model classes, by class name (vaelib's own and any a user registered)."""
+    return dict(_REGISTRY)
+
+
+def build_model(class_name: str, **init_args) -> nn.Module:
+    """A new, untrained model of a registered class, from its constructor's arguments."""
+    if class_name not in _REGISTRY:
+        raise ValueError(f"{class_name!r} is not a registered model class; registered: {sorted(_REGISTRY)} "
+                         "(decorate your class with vaelib.register_model and import it first)")
+    return _REGISTRY[class_name](**init_args)
+
+
+def load_model(path: str | os.PathLike) -> nn.Module:
+    """The model stored in a checkpoint, rebuilt from its class and constructor arguments, with the
+    saved weights. Raises ``CheckpointError`` naming the file when that is not possible."""
+    checkpoint = load_checkpoint(path)
+    if checkpoint.model_args is None:
+        raise CheckpointError(f"{checkpoint.path} does not record how to build its {checkpoint.model_class} model "
+                              "(the class is not registered with vaelib.register_model); build the model "
+                              "yourself and call load_checkpoint(path).restore(model)")
+    if checkpoint.model_class not in _REGISTRY:
+        raise CheckpointError(f"{checkpoint.path} holds a {checkpoint.model_class} model, which is not a registered "
+                              f"model class (registered: {sorted(_REGISTRY)}); import the module that defines "
+                              "and registers it first")
+    try:
+        model = _REGISTRY[checkpoint.model_class](**checkpoint.model_args)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{checkpoint.path}: cannot rebuild its {checkpoint.model_class} model from the "
+                              f"stored arguments {checkpoint.model_args} ({exc})") from exc
+    checkpoint.restore(model)
+    return model
