@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(args.command, exc, status=1)
     paths = result.save(args.out)
     print(result.table())
+    print()
+    print(result.sample_quality_table())
     print(f"\ntrained {2 * config.runs} runs in {result.seconds:.0f} s with the {config.engine!r} engine; "
           f"wrote {paths['table']} and {paths['figure']}")
     return 0
