@@ -1,0 +1,373 @@
+"""The comparison the paper invites: every weighted and constrained VAE objective on Ko & Ko's data,
+trained at full length in one batched computation and judged by measured sample quality.
+
+Used by the chapter "Comparing the objectives" (Part III). The pieces:
+
+    config = ComparisonConfig()                      the paper's data and network, our training settings
+    settings = comparison_settings(config)           one Setting per (method, knob value)
+    runs = train(config)                             every setting x every seed: ONE fit_batched call
+    rows = evaluate(config, runs)                    per run: R two ways, KL, multiplier, sample quality
+    table = summarise(rows)                          per setting: mean and std over seeds
+    noise = noise_levels(config)                     the sample-quality metrics between fresh data draws
+
+The methods (``METHODS``), each a family of objectives over one knob:
+
+* the ELBO, and the beta-VAE over beta (Higgins et al. 2017): a fixed weight on the KL;
+* Ko & Ko's eq. 7 with the reverse, project and ascent rules for its multiplier;
+* dual ascent on the KL bound ``KLConstrained`` over delta (the budget of nats per point);
+* GECO over kappa (Rezende & Viola 2018): the reconstruction a practitioner asks for;
+* the sigma-VAE (Rybkin et al. 2021): the decoder variance fitted in closed form, no knob.
+
+All share the paper's architecture (3-32-2 encoder, parametric tanh), its 10,000 points and 200
+epochs, minibatches of 100 and Adam with step 1e-3 (the usual step: unlike Part IV, nothing here
+is fitted to the paper's alpha), with every KL averaged over points (the per-point convention in
+which beta, delta and GECO are usually stated). ``cooper_cross_check`` trains the dual-ascent run
+with the maintained Lagrangian library Cooper and compares.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+from vaelib import _checks, threads
+from vaelib.data import COSINE_HALF_WIDTH, COSINE_NOISE, cosine_surface
+from vaelib.engine import fit_batched
+from vaelib.metrics import NoiseLevel, cosine_sample_quality, median_bandwidth, noise_level, reconstruction_and_kl
+from vaelib.models import VAE
+from vaelib.objectives import ELBO, GECO, ConstrainedObjective, KLConstrained, KoLagrangian, Objective, SigmaVAE
+from vaelib.seeding import seed_everything
+from vaelib.train import History
+
+# The sample-quality metrics of the table, in this order, with their labels and which way is better.
+QUALITY = {"surface_distance": ("distance to surface", "lower"), "coverage_distance": ("coverage distance", "lower"),
+           "cell_coverage": ("cells covered", "higher"), "mmd2": ("MMD²", "lower"), "energy": ("energy distance", "lower")}
+FIT = {"recon": "R (sampled z)", "recon_at_mean": "R (z = μ)", "kl": "KL (nats/point)", "alpha": "multiplier"}
+
+
+@dataclass(frozen=True)
+class Method:
+    """A family of objectives: ``build(value)`` for each value of its knob (None when it has none)."""
+
+    name: str
+    knob: str | None
+    values: tuple[float, ...]
+    build: Callable[[float | None], Objective]
+
+
+def _methods(delta: float, geco_rate: float) -> dict[str, Method]:
+    return {m.name: m for m in [
+        Method("ELBO", None, (), lambda _: ELBO()),
+        Method("β-VAE", "β", (0.03, 0.1, 0.3), lambda beta: ELBO(beta=beta)),
+        Method("eq. 7, reverse", None, (), lambda _: KoLagrangian(delta, alpha_rule="reverse")),
+        Method("eq. 7, project", None, (), lambda _: KoLagrangian(delta, alpha_rule="project")),
+        Method("eq. 7, ascent", None, (), lambda _: KoLagrangian(delta, alpha_rule="ascent")),
+        Method("KL bound, dual ascent", "δ", (1.0, 3.0, 6.0), lambda d: KLConstrained(d, alpha_rule="ascent")),
+        Method("GECO", "κ", (0.03, 0.05, 0.1), lambda kappa: GECO(kappa, rate=geco_rate)),
+        Method("σ-VAE", None, (), lambda _: SigmaVAE()),
+    ]}
+
+
+@dataclass(frozen=True)
+class ComparisonConfig:
+    """Every setting of the comparison.
+
+    ``seeds``: one run per seed and setting (initial weights, data order, noise); ``delta`` is eq.
+    7's bound (the paper's 0.1); ``geco_rate`` GECO's step (see ``vaelib.GECO``); ``n_quality``
+    the number of samples each model is scored on, against as many fresh data points (coverage
+    depends on the count, so every model gets the same); fresh data are drawn with seeds from
+    ``fresh_seed`` on, far from the training data's ``data_seed``.
+    """
+
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    epochs: int = 200
+    n_points: int = 10_000
+    data_seed: int = 0
+    batch_size: int = 100
+    lr: float = 1e-3
+    hidden: int = 32
+    latent_dim: int = 2
+    activation: str = "ptanh"
+    delta: float = 0.1
+    geco_rate: float = 0.03
+    n_quality: int = 2_000
+    fresh_seed: int = 1_000_000
+    methods: tuple[str, ...] | None = None  # None: every method of METHODS
+
+    def __post_init__(self):
+        if not self.seeds:
+            raise ValueError("seeds is empty; give at least one seed")
+        for seed in self.seeds:
+            _checks.seed("seeds", seed)
+        for name in ("epochs", "n_points", "batch_size", "hidden", "latent_dim", "n_quality"):
+            _checks.positive_int(name, getattr(self, name))
+        _checks.positive_float("lr", self.lr)
+        for name in self.methods or ():
+            _checks.one_of("methods", name, METHODS)
+
+
+METHODS = _methods(0.1, 0.03)  # the names and knobs; objectives are built from the config's delta and rate
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One objective of the comparison: a method at one value of its knob."""
+
+    method: str
+    value: float | None
+
+    @property
+    def label(self) -> str:
+        knob = METHODS[self.method].knob
+        return self.method if knob is None else f"{self.method}, {knob} = {self.value:g}"
+
+
+@dataclass
+class Run:
+    setting: Setting
+    seed: int
+    model: VAE
+    objective: Objective
+    history: History = field(repr=False)
+
+
+def comparison_settings(config: ComparisonConfig) -> list[Setting]:
+    """Every (method, knob value) of the configured methods, in ``METHODS`` order."""
+    names = config.methods or tuple(METHODS)
+    return [Setting(name, value) for name in METHODS if name in names for value in (METHODS[name].values or (None,))]
+
+
+def training_data(config: ComparisonConfig) -> torch.Tensor:
+    return cosine_surface(config.n_points, seed=config.data_seed)
+
+
+def train(config: ComparisonConfig, *, progress: bool = True, backend: str = "auto") -> list[Run]:
+    """Every setting with every seed, as one ``fit_batched`` computation; a run's model weights,
+    data order and noise come from its seed alone, so each run is what ``vaelib.fit`` would train."""
+    methods = _methods(config.delta, config.geco_rate)
+    runs = []
+    for setting in comparison_settings(config):
+        for seed in config.seeds:
+            seed_everything(seed)
+            model = VAE(3, config.latent_dim, (config.hidden,), config.activation)
+            runs.append(Run(setting, seed, model, methods[setting.method].build(setting.value), History()))
+    histories = fit_batched([r.model for r in runs], [r.objective for r in runs], training_data(config),
+                            seeds=[r.seed for r in runs], epochs=config.epochs, batch_size=config.batch_size,
+                            lr=config.lr, progress=progress, backend=backend)
+    for run, history in zip(runs, histories):
+        run.history = history
+    return runs
+
+
+def fresh_data(config: ComparisonConfig, offset: int = 0) -> torch.Tensor:
+    """n_quality fresh points of the data's distribution, never seen in training."""
+    return cosine_surface(config.n_quality, seed=config.fresh_seed + offset)
+
+
+@torch.no_grad()
+def evaluate(config: ComparisonConfig, runs: Sequence[Run]) -> list[dict]:
+    """One row per run: its setting and seed; R at a sampled code and at the mean, the KL per
+    point and the multiplier (``vaelib.metrics.reconstruction_and_kl`` on the training data); and
+    the sample-quality metrics of ``n_quality`` decoded N(0, I) samples against as many fresh
+    points (``vaelib.metrics.cosine_sample_quality``, one kernel bandwidth for all). The runs are
+    scored on two threads: the metrics are large tensor operations that release the GIL."""
+    x, fresh = training_data(config), fresh_data(config)
+    bandwidth = median_bandwidth(fresh)
+
+    def score(run: Run) -> dict:
+        with threads.limited(1):
+            fit = reconstruction_and_kl(run.model, x, seed=run.seed)
+            samples = run.model.sample(config.n_quality, generator=torch.Generator().manual_seed(run.seed))
+            quality = cosine_sample_quality(samples, fresh, seed=run.seed, bandwidth=bandwidth)
+        alpha = run.objective.alpha.item() if isinstance(run.objective, ConstrainedObjective) else math.nan
+        return {"method": run.setting.method, "value": run.setting.value, "label": run.setting.label,
+                "seed": run.seed, "recon": fit["recon_sampled"], "recon_at_mean": fit["recon_mean"],
+                "kl": fit["kl"], "alpha": alpha, **{key: quality[key] for key in QUALITY}}
+
+    with ThreadPoolExecutor(max_workers=min(2, threads.cores())) as pool:
+        return list(pool.map(score, runs))
+
+
+def summarise(rows: Sequence[dict]) -> list[dict]:
+    """Per setting (in the rows' order): mean and std over seeds of every number."""
+    labels = list(dict.fromkeys(row["label"] for row in rows))
+    table = []
+    for label in labels:
+        group = [row for row in rows if row["label"] == label]
+        entry = {"method": group[0]["method"], "value": group[0]["value"], "label": label, "seeds": len(group)}
+        for key in (*FIT, *QUALITY):
+            values = torch.tensor([row[key] for row in group], dtype=torch.float64)
+            entry[key] = (values.mean().item(), values.std().item() if len(values) > 1 else math.nan)
+        table.append(entry)
+    return table
+
+
+def noise_levels(config: ComparisonConfig, repeats: int = 5) -> dict[str, NoiseLevel]:
+    """Each sample-quality metric with fresh data in place of a model's samples: the value a perfect
+    generator gets, and its spread, at the comparison's sample count and kernel."""
+    fresh = fresh_data(config)
+    bandwidth = median_bandwidth(fresh)
+
+    def metric(key: str):
+        return lambda draw: cosine_sample_quality(draw, fresh, seed=0, bandwidth=bandwidth)[key]
+
+    draws = lambda n, seed: cosine_surface(n, seed=seed)  # noqa: E731
+    return {key: noise_level(metric(key), draws, config.n_quality, draws=1, repeats=repeats,
+                             seed=config.fresh_seed + 1) for key in QUALITY}
+
+
+def best_settings(table: Sequence[dict], metric: str = "mmd2") -> dict[str, dict]:
+    """For each method, its setting with the best mean ``metric``."""
+    _checks.one_of("metric", metric, QUALITY)
+    better = min if QUALITY[metric][1] == "lower" else max
+    best: dict[str, dict] = {}
+    for method in dict.fromkeys(entry["method"] for entry in table):
+        best[method] = better((e for e in table if e["method"] == method), key=lambda e: e[metric][0])
+    return best
+
+
+def format_table(table: Sequence[dict], noise: dict[str, NoiseLevel] | None = None, style: str = "markdown",
+                 keys: Sequence[str] = ("recon", "recon_at_mean", "kl", "alpha", *QUALITY)) -> str:
+    """The comparison as a Markdown or plain-text table: mean ± std over seeds, with a first row
+    for fresh data (the noise level: the best a generator can score) when ``noise`` is given."""
+    _checks.one_of("style", style, ("markdown", "text"))
+    labels = {**FIT, **{k: v[0] for k, v in QUALITY.items()}}
+    header = ["objective", *(labels[k] for k in keys)]
+    rows = []
+    if noise is not None:
+        rows.append(["fresh data (noise level)",
+                     *(f"{noise[k].mean:.3g} ± {noise[k].std:.2g}" if k in noise else "" for k in keys)])
+    for entry in table:
+        cells = []
+        for key in keys:
+            mean, std = entry[key]
+            cells.append("–" if math.isnan(mean) else f"{mean:.3g} ± {std:.2g}")
+        rows.append([entry["label"], *cells])
+    if style == "markdown":
+        return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                          *("| " + " | ".join(row) + " |" for row in rows)])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows])
+
+
+# Colours and markers of the methods in the figures: the Okabe-Ito palette without its yellow.
+STYLE = {"ELBO": ("#0072B2", "o"), "β-VAE": ("#E69F00", "s"), "eq. 7, reverse": ("#009E73", "D"),
+         "eq. 7, project": ("#D55E00", "^"), "eq. 7, ascent": ("#CC79A7", "v"),
+         "KL bound, dual ascent": ("#56B4E9", "<"), "GECO": ("#000000", "P"), "σ-VAE": ("#7F7F7F", "*")}
+
+
+def tradeoff_figure(table: Sequence[dict], noise: dict[str, NoiseLevel],
+                    metrics: Sequence[str] = ("energy", "surface_distance")):
+    """Reconstruction against sample quality: one panel per metric (stacked, to stay readable at
+    a page's width), each method a curve over its knob (a point where it has none), error bars one
+    std over seeds, and the value fresh data get (the noise level) as a grey band (mean ± 2 std)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(8.0, 4.6 * len(metrics)), squeeze=False)
+    for ax, metric in zip(axes[:, 0], metrics):
+        for method in dict.fromkeys(e["method"] for e in table):
+            entries = [e for e in table if e["method"] == method]
+            color, marker = STYLE.get(method, ("#0072B2", "o"))
+            ax.errorbar([e["recon"][0] for e in entries], [e[metric][0] for e in entries],
+                        xerr=[e["recon"][1] for e in entries], yerr=[e[metric][1] for e in entries],
+                        marker=marker, ms=9 if marker == "*" else 6, color=color, capsize=2,
+                        ls="-" if len(entries) > 1 else "none", label=method)
+            knob = METHODS[method].knob
+            for e in entries if knob is not None else ():
+                ax.annotate(f"{knob}={e['value']:g}", (e["recon"][0], e[metric][0]), fontsize=8, color=color,
+                            xytext=(4, -10), textcoords="offset points")
+        level = noise[metric]
+        low = max(level.mean - 2 * level.std, level.mean / 10)
+        ax.axhspan(low, level.mean + 2 * level.std, color="0.85", zorder=0, label="fresh data, mean ± 2 std")
+        ax.set(xscale="log", yscale="log", xlabel="reconstruction error R at a sampled code (log scale)",
+               ylabel=f"{QUALITY[metric][0]} ({QUALITY[metric][1]} is better)")
+        ax.legend(fontsize=8, ncol=2, loc="upper left")
+    return fig
+
+
+def sample_clouds(runs: Sequence[Run], labels: Sequence[str], data: torch.Tensor, n: int = 2_000):
+    """Side views (radius against height, ``vaelib.plots.radial_profiles``) of n samples from the
+    first run (lowest seed) of each labelled setting, after n points of the data."""
+    import numpy as np
+
+    from vaelib.plots import radial_profiles
+
+    clouds = {"the data": data[:n]}
+    for label in labels:
+        run = min((r for r in runs if r.setting.label == label), key=lambda r: r.seed)
+        clouds[label] = run.model.sample(n, generator=torch.Generator().manual_seed(run.seed))
+    return radial_profiles(clouds, surface=np.cos)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cooper cross-check
+# ----------------------------------------------------------------------------------------------
+
+def cooper_cross_check(delta: float = 1.0, *, n_points: int = 1_000, epochs: int = 5, batch_size: int = 100,
+                       lr: float = 1e-3, seed: int = 0) -> dict[str, float]:
+    """Train the same VAE with dual ascent on KL <= delta twice: with vaelib (``KLConstrained``,
+    ``vaelib.fit``) and with Cooper (Gallego-Posada et al.), the maintained PyTorch library for
+    Lagrangian constrained optimisation, given the same problem (R subject to KL - delta <= 0), the
+    same initial weights, data order and noise, Adam on the network and Adam ascent on the
+    multiplier with projection onto >= 0 (Cooper's simultaneous gradient descent-ascent).
+
+    Returns both final multipliers, the largest difference between the two networks' parameters
+    and the relative difference of the final losses. Adam on the multiplier with its gradient
+    negated (vaelib) and Adam with ``maximize=True`` (Cooper) are the same arithmetic, so the two
+    agree to float32 rounding.
+    """
+    import cooper
+
+    from vaelib.train import fit
+
+    x = cosine_surface(n_points, seed=seed)
+    seed_everything(seed)
+    ours = VAE(3, 2, (32,), "ptanh")
+    objective = KLConstrained(delta, alpha_rule="ascent")
+    fit(ours, objective, x, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=False)
+
+    seed_everything(seed)
+    theirs = VAE(3, 2, (32,), "ptanh")
+    problem = _cooper_kl_bound(theirs, delta)
+    optimizer = cooper.optim.SimultaneousOptimizer(
+        cmp=problem, primal_optimizers=torch.optim.Adam(theirs.parameters(), lr=lr, foreach=True),
+        dual_optimizers=torch.optim.Adam(problem.dual_parameters(), lr=lr, maximize=True, foreach=True))
+    order_rng = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)  # the reparameterisation noise, drawn as vaelib.fit draws it
+        for _ in range(epochs):
+            for index in torch.randperm(n_points, generator=order_rng).split(batch_size):
+                optimizer.roll(compute_cmp_state_kwargs={"x": x[index]})
+    difference = max((a - b).abs().max().item() for a, b in zip(ours.parameters(), theirs.parameters()))
+    ours_scores, theirs_scores = reconstruction_and_kl(ours, x), reconstruction_and_kl(theirs, x)
+    return {"alpha_vaelib": objective.alpha.item(), "alpha_cooper": problem.multiplier.weight.item(),
+            "max_parameter_difference": difference,
+            "kl_vaelib": ours_scores["kl"], "kl_cooper": theirs_scores["kl"],
+            "recon_vaelib": ours_scores["recon_sampled"], "recon_cooper": theirs_scores["recon_sampled"]}
+
+
+def _cooper_kl_bound(model: VAE, delta: float):
+    """Cooper's formulation of "minimise R subject to KL - delta <= 0" for ``model`` (built lazily:
+    Cooper is imported only by the cross-check)."""
+    import cooper
+
+    from vaelib.objectives import kl_term, reconstruction_term
+
+    class KLBound(cooper.ConstrainedMinimizationProblem):
+        def __init__(self):
+            super().__init__()
+            self.multiplier = cooper.multipliers.DenseMultiplier(num_constraints=1, init=torch.ones(1))
+            self.constraint = cooper.Constraint(multiplier=self.multiplier,
+                                                constraint_type=cooper.ConstraintType.INEQUALITY,
+                                                formulation_type=cooper.formulations.Lagrangian)
+
+        def compute_cmp_state(self, x: torch.Tensor) -> cooper.CMPState:
+            out = model(x)
+            violation = (kl_term(out) - delta).reshape(1)
+            return cooper.CMPState(loss=reconstruction_term(x, out),
+                                   observed_constraints={self.constraint: cooper.ConstraintState(violation=violation)})
+
+    return KLBound()
