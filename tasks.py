@@ -1,19 +1,32 @@
 #!/usr/bin/env python3
 """The project's two commands, for a fresh clone on a machine with only Python 3 and pip.
 
-    python3 tasks.py book   # set up .venv, execute every chapter, build the HTML (warnings are errors)
-    python3 tasks.py test   # set up .venv, run the whole test suite (library, notebooks, built book)
+    python3 tasks.py book   # set up .venv, execute the chapters that changed, build the HTML (warnings are errors)
+    python3 tasks.py test   # set up .venv, run the whole test suite (library, chapters, built book)
 
-The virtual environment is (re)built when requirements.txt or pyproject.toml change.
+The virtual environment is (re)built when requirements.txt or pyproject.toml change; the command
+then runs on inside it.
+
+The book build executes chapters through myst-nb's cache (jupyter-cache, in _build/_build/.jupyter_cache):
+a chapter is executed again only when its code cells change, and every chapter is executed again
+when vaelib's sources or the pinned requirements change (jupyter-cache keys on a chapter's code
+alone, so ``build_book`` clears the cache then). The tests check that build's executions
+(tests/test_chapters.py), so each chapter runs once per change, never twice.
+
+No thread setting (OMP_NUM_THREADS) is made here: vaelib chooses its own thread count
+(vaelib/threads.py), so the chapters run as fast from a reader's Jupyter as they do here, and a
+regression shows in this build too. benchmarks/bench_chapters.py compares the two.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import venv
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -22,11 +35,20 @@ PYTHON = VENV / "bin" / "python"
 STAMP = VENV / ".requirements.sha256"
 BUILD_DIR = ROOT / "_build"
 CHROMIUM = Path("/usr/bin/chromium")
+# What a chapter's outputs depend on besides its own code: the cache is cleared when these change.
+LIBRARY_SOURCES = ("vaelib/**/*.py", "vaelib/**/*.c", "requirements.txt", "pyproject.toml")
+TERMINAL_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def run(*cmd: str | Path, **kwargs) -> None:
     print("+", " ".join(str(c) for c in cmd), flush=True)
     subprocess.run([str(c) for c in cmd], check=True, **kwargs)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
 
 
 def ensure_venv() -> None:
@@ -42,7 +64,7 @@ def ensure_venv() -> None:
     run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
     run(PYTHON, "-m", "pip", "install", "--quiet", "-r", ROOT / "requirements.txt")
     run(PYTHON, "-m", "pip", "install", "--quiet", "--no-deps", "-e", ROOT)
-    STAMP.write_text(digest.hexdigest())
+    write_atomically(STAMP, digest.hexdigest())
 
 
 def ensure_chromium() -> None:
@@ -60,28 +82,193 @@ def ensure_chromium() -> None:
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
-def build_book(output: Path = BUILD_DIR) -> Path:
-    """Execute every chapter and build the HTML with Sphinx warnings as errors; return index.html."""
-    jb = VENV / "bin" / "jupyter-book"
-    run(jb, "build", ROOT, "--path-output", output, "--warningiserror", "--nitpick", "--keep-going",
-        "--all")
-    return output / "_build" / "html" / "index.html"
+def toc_files(root: Path = ROOT) -> list[str]:
+    """Every page of the book, in the order of _toc.yml: the root page, then each chapter."""
+    import yaml
+
+    def files(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                yield node["file"]
+            for value in node.values():
+                yield from files(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from files(item)
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    return [toc["root"], *files(toc)]
+
+
+def notebook_chapters(root: Path = ROOT) -> list[str]:
+    """The pages of _toc.yml that are notebooks, the ones the build executes: e.g. "book/vae"."""
+    return [page for page in toc_files(root) if (root / f"{page}.ipynb").is_file()]
+
+
+def library_digest(root: Path = ROOT) -> str:
+    """sha256 over the names and contents of LIBRARY_SOURCES."""
+    digest = hashlib.sha256()
+    for path in sorted({p for pattern in LIBRARY_SOURCES for p in root.glob(pattern) if p.is_file()}):
+        data = path.read_bytes()
+        digest.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def cache_dir(output: Path = BUILD_DIR) -> Path:
+    """Where myst-nb keeps the executed chapters (its default for `--path-output output`)."""
+    return output / "_build" / ".jupyter_cache"
+
+
+def clear_cache_if_library_changed(output: Path = BUILD_DIR, root: Path = ROOT) -> None:
+    """Empty the execution cache when vaelib or the requirements changed since it was filled.
+
+    The digest of the sources it was filled with is kept beside it; it is written before the
+    build, so an interrupted build leaves executions that match it.
+    """
+    cache, digest = cache_dir(output), library_digest(root)
+    stamp = cache.with_name(cache.name + ".sources.sha256")
+    if stamp.is_file() and stamp.read_text().strip() == digest:
+        return
+    if cache.exists():
+        print(f"vaelib/ or the requirements changed: every chapter will be executed again ({cache} cleared)",
+              flush=True)
+        shutil.rmtree(cache)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(stamp, digest + "\n")
+
+
+@dataclass(frozen=True)
+class BookBuild:
+    """What one `jupyter-book build` left: its --path-output folder, exit status and output."""
+
+    output: Path
+    returncode: int | None  # None: a book built elsewhere, whose status is unknown
+    log: str = field(default="", repr=False)
+
+    @property
+    def html(self) -> Path:
+        return self.output / "_build" / "html"
+
+    def warnings(self) -> list[str]:
+        lines = TERMINAL_COLOURS.sub("", self.log).splitlines()
+        return [line for line in lines if "WARNING:" in line or "ERROR:" in line]
+
+
+def build_book(output: Path = BUILD_DIR, root: Path = ROOT) -> BookBuild:
+    """Build the HTML with Sphinx warnings as errors, executing only what the cache does not hold.
+
+    The build goes on past a failing chapter (--keep-going), so one build finds every failure; read
+    them with ``chapter_problems``. Its output is printed as it comes and kept in the result.
+    """
+    clear_cache_if_library_changed(output, root)
+    # myst-nb writes reports/<chapter>.err.log for a chapter that fails; one from an earlier build
+    # would outlive its fix.
+    shutil.rmtree(output / "_build" / "html" / "reports", ignore_errors=True)
+    # --all re-reads every page (from the cache): Sphinx would otherwise skip an unchanged page and
+    # forget the warnings it raised in the build before, and pass.
+    cmd = [VENV / "bin" / "jupyter-book", "build", root, "--path-output", output, "--warningiserror",
+           "--nitpick", "--keep-going", "--all"]
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    lines = []
+    with subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as process:
+        for line in process.stdout:
+            print(line, end="", flush=True)
+            lines.append(line)
+    return BookBuild(output, process.returncode, "".join(lines))
+
+
+def chapter_problems(chapter: str, output: Path = BUILD_DIR, root: Path = ROOT) -> list[str]:
+    """What went wrong when the last build executed ``chapter`` (e.g. "book/vae"): one line per
+    cell that raised or printed to stderr (a chapter's warnings are errors), naming the cell by its
+    number and first line; [] when every cell ran cleanly.
+
+    A chapter that ran to the end is in the build's jupyter-cache; one that did not is missing from
+    it, and myst-nb then wrote the notebook as far as it ran to _build/jupyter_execute/.
+    """
+    import nbformat
+    from jupyter_cache import get_cache
+
+    source, cache = root / f"{chapter}.ipynb", cache_dir(output)
+    if not cache.is_dir():
+        return [f"{chapter}: no execution cache at {cache}: build the book first"]
+    notebook = nbformat.read(source, as_version=4)
+    try:
+        _, executed = get_cache(cache).merge_match_into_notebook(notebook)
+    except KeyError:
+        return _unfinished_execution(chapter, source, notebook, output, get_cache(cache))
+    return [_describe(chapter, index, cell, problem) for index, cell in enumerate(executed.cells)
+            for problem in _output_problems(cell)]
+
+
+def _unfinished_execution(chapter: str, source: Path, notebook, output: Path, cache) -> list[str]:
+    """Name the cell that raised (or never finished) in the partial notebook the build wrote."""
+    import nbformat
+
+    try:
+        traceback = cache.get_project_record(str(source.absolute())).traceback or ""
+    except KeyError:
+        traceback = ""
+    last_line = next((line for line in reversed(traceback.strip().splitlines()) if line.strip()), "")
+    partial = output / "_build" / "jupyter_execute" / f"{chapter}.ipynb"
+    executed = nbformat.read(partial, as_version=4) if partial.is_file() else None
+    started = [] if executed is None or _code(executed) != _code(notebook) else \
+        [index for index, cell in enumerate(executed.cells) if cell.get("execution_count")]
+    if not started:
+        return [f"{chapter}: the last build did not execute it to the end, and left no notebook of what it "
+                f"ran that matches the current source: {last_line or 'no error recorded; build the book'}"]
+    problems = [_describe(chapter, index, cell, problem) for index, cell in enumerate(executed.cells)
+                for problem in _output_problems(cell)]
+    return problems or [_describe(chapter, started[-1], executed.cells[started[-1]], f"did not finish: {last_line}")]
+
+
+def _code(notebook) -> list[str]:
+    return [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+
+
+def _output_problems(cell) -> list[str]:
+    """An error (unless the cell is tagged to raise one) or stderr text (unless tagged to hide it)."""
+    tags = set(cell.get("metadata", {}).get("tags", []))
+    problems = []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error" and "raises-exception" not in tags:
+            problems.append(f"{output.get('ename')}: {output.get('evalue')}")
+        elif output.get("output_type") == "stream" and output.get("name") == "stderr" \
+                and "remove-stderr" not in tags:
+            problems.append(f"printed to stderr: {output.get('text', '').strip()[:500]}")
+    return problems
+
+
+def _describe(chapter: str, index: int, cell, problem: str) -> str:
+    first_line = next((line.strip() for line in cell.source.splitlines() if line.strip()), "")
+    return f"{chapter}.ipynb, cell {index + 1} ({first_line[:88]!r}): {problem}"
+
+
+def book() -> int:
+    """Build the book; on failure, say which chapters and cells failed, after Sphinx's own output."""
+    build = build_book()
+    problems = [line for chapter in notebook_chapters() for line in chapter_problems(chapter)]
+    if build.returncode == 0 and not problems:
+        print(f"\nThe book is built: open {build.html / 'index.html'}")
+        return 0
+    print("\nThe book build FAILED.", file=sys.stderr)
+    for line in problems or build.warnings():
+        print("  " + line, file=sys.stderr)
+    return build.returncode or 1
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0] not in {"book", "test"}:
         print(__doc__, file=sys.stderr)
         return 2
-    # The book's networks are tiny: one thread per process is faster than two that wait for each
-    # other, and far faster when the cores are busy (a VAE epoch measured 0.57 s vs 11 s of CPU).
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     ensure_venv()
+    if Path(sys.prefix).resolve() != VENV.resolve():  # go on inside .venv: the build's results need it
+        os.execv(PYTHON, [str(PYTHON), str(Path(__file__).resolve()), *argv])
     if argv[0] == "book":
-        index = build_book()
-        print(f"\nThe book is built: open {index}")
-        return 0
+        return book()
     ensure_chromium()
-    return subprocess.run([str(PYTHON), "-m", "pytest", "--nbval-lax", "tests", "book"], cwd=ROOT).returncode
+    return subprocess.run([str(PYTHON), "-m", "pytest", "tests"], cwd=ROOT).returncode
 
 
 if __name__ == "__main__":

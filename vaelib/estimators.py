@@ -8,7 +8,8 @@
   same model written as a linear-Gaussian VAE, so that the estimators can be checked where the
   answer is known.
 
-All values are in nats, per point, with every constant included.
+All values are in nats, per point, with every constant included. The estimators run PyTorch on
+vaelib's own thread count (``vaelib.threads``) and give the caller's setting back.
 
 The decoder variance. ``vaelib.ELBO`` scores a Gaussian decoder with the squared error
 ||x - x_hat||^2 and no 1/(2·sigma^2) factor. That is the negative log-density of a Gaussian decoder
@@ -29,6 +30,7 @@ from vaelib import _checks
 from vaelib.losses import bernoulli_nll, gaussian_log_density
 from vaelib.models import VAE
 from vaelib.pca import PPCA
+from vaelib.threads import limited
 
 # Rows (samples x points) pushed through the decoder at once: bounds memory to a few tens of MB
 # for the book's models, whatever k and the number of points are.
@@ -36,6 +38,7 @@ MAX_ROWS_PER_CHUNK = 2**16
 DEFAULT_DECODER_VARIANCE = 0.5
 
 
+@limited()
 def iwae_bound(model: VAE, x: torch.Tensor, k: int, *, decoder_variance: float = DEFAULT_DECODER_VARIANCE,
                generator: torch.Generator | None = None) -> torch.Tensor:
     """The importance-weighted bound L_k(x) = log (1/k) sum_i p(x, z_i) / q(z_i | x), per point.
@@ -67,6 +70,7 @@ def marginal_log_likelihood(model: VAE, x: torch.Tensor, k: int = 1000, *,
     return iwae_bound(model, x, k, decoder_variance=decoder_variance, generator=generator)
 
 
+@limited()
 def iwae_curve(model: VAE, x: torch.Tensor, ks: Sequence[int], *,
                decoder_variance: float = DEFAULT_DECODER_VARIANCE,
                generator: torch.Generator | None = None) -> dict[int, float]:
@@ -81,6 +85,7 @@ def iwae_curve(model: VAE, x: torch.Tensor, ks: Sequence[int], *,
             for k in ks}
 
 
+@limited()
 def ppca_log_likelihood(ppca: PPCA, x: torch.Tensor) -> torch.Tensor:
     """The exact log-density log N(x; mean, W Wᵀ + noise_variance · I) of each row: shape (n,).
 
