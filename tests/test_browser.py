@@ -7,6 +7,12 @@ anchors that exist; each chapter's notebook can be downloaded. One browser visit
 in turn, and the tests read what the visits recorded. A screenshot of the autoencoder chapter is
 saved next to the HTML folder (_build/_build/screenshots/ for `python3 tasks.py test`).
 
+The second half looks at the book as a reader does on a desktop (1400 px) and on a phone (390 px):
+the menu button opens the chapter menu; no equation or figure is wider than its column; figures
+are shown large enough to read, with numbered captions and alt text; hide-input cells start
+collapsed; an interactive 3-D figure renders and turns when dragged; search snippets show no raw
+TeX. Screenshots of the pages in SCREENSHOT_PAGES at both widths go to the same folder.
+
 Chromium is Debian's /usr/bin/chromium (`python3 tasks.py test` installs it when missing), driven
 by Playwright; `playwright install` is never needed.
 """
@@ -276,3 +282,249 @@ def test_chapter_notebooks_can_be_downloaded(reports, browser_context):
         elif json.loads(response.body()).get("nbformat") != 4:
             problems.append(f"{page}: {downloads[0]} is not a version-4 notebook")
     assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The page as a reader sees it on a desktop (1400 px) and on a phone (390 px): the menu, equations,
+# figures and captions, the interactive figures, collapsed cells and search. Each page of the book is
+# opened once per width; screenshots of the pages in SCREENSHOT_PAGES are written next to the others.
+
+DESKTOP, PHONE = {"width": 1400, "height": 900}, {"width": 390, "height": 844}
+SCREENSHOT_PAGES = ["book/intro.html", "book/vae.html", "book/constrained.html", "book/reproduce.html"]
+# The book's figures are drawn at 100 dpi with 10-11 pt text (vaelib.plots.use_book_style), about
+# 14-15 px at their natural size. Shown at 70% of it or more, their smallest text stays 10 px high.
+MIN_FIGURE_SCALE = 0.7
+# A filename, or text that only names the file, is not alt text.
+FILE_LIKE_ALT = re.compile(r"(^|/)[\w.-]+\.(png|jpe?g|svg|gif|webp)$", re.IGNORECASE)
+
+LAYOUT_FACTS_JS = """() => {
+  const article = document.querySelector('article.bd-article') || document.querySelector('main');
+  const main = document.querySelector('.bd-main') || article;
+  const articleBox = article.getBoundingClientRect();
+  const articleRight = articleBox.right - parseFloat(getComputedStyle(article).paddingRight);
+  // How far right an element may reach: the article's text column, or, for a cell tagged
+  // full-width (sphinx-book-theme's margin layout), the main area up to the window's edge.
+  const limit = el => el.closest('.tag_full-width, .full-width')
+    ? Math.min(main.getBoundingClientRect().right, window.innerWidth) : articleRight;
+  const label = el => (el.closest('[id]') || {}).id || el.tagName.toLowerCase();
+  const equations = Array.from(article.querySelectorAll('mjx-container[display="true"]')).map(el => ({
+    where: label(el), overflow: el.scrollWidth - el.clientWidth,
+    beyond: el.getBoundingClientRect().right - limit(el), scrolls: getComputedStyle(el).overflowX}));
+  const figureOf = el => el.closest('figure');
+  const numbered = el => !!figureOf(el)?.querySelector('figcaption .caption-number');
+  const images = Array.from(article.querySelectorAll('img')).map(img => ({
+    where: label(img), src: (img.getAttribute('src') || '').split('/').pop(), alt: img.getAttribute('alt') || '',
+    natural: img.naturalWidth, shown: img.getBoundingClientRect().width,
+    beyond: img.getBoundingClientRect().right - limit(img), numbered: numbered(img),
+    in_output: !!img.closest('.cell_output')}));
+  const plots = Array.from(article.querySelectorAll('.plotly-graph-div')).map(div => ({
+    where: label(div), alt: div.closest('[aria-label]')?.getAttribute('aria-label') || '',
+    beyond: div.getBoundingClientRect().right - limit(div), numbered: numbered(div)}));
+  const tables = Array.from(article.querySelectorAll('table'))
+    .filter(t => !t.closest('.highlight, mjx-container, .cell_input'))
+    .map(t => ({where: label(t), caption: (t.querySelector('caption')?.textContent || '').trim().slice(0, 60),
+                numbered: !!t.querySelector('caption .caption-number') || numbered(t)}));
+  const hidden_inputs = Array.from(article.querySelectorAll('.cell.tag_hide-input')).map(cell => {
+    const input = cell.querySelector('.cell_input'), output = cell.querySelector('.cell_output');
+    return {where: label(cell), input_visible: !!input && input.checkVisibility(),
+            toggle: !!cell.querySelector('details.hide summary'),
+            output_visible: !output || output.checkVisibility()};
+  });
+  return {page_overflow: document.documentElement.scrollWidth - window.innerWidth,
+          equations, images, plots, tables, hidden_inputs};
+}"""
+
+
+@dataclass
+class Layout:
+    page: str
+    width: int
+    facts: dict
+
+
+def _book_chapter_pages(book_pages) -> list[str]:
+    return [page for page in book_pages if page.startswith("book/")]
+
+
+def _layouts(browser_context, book_url, pages, viewport, screenshots: Path) -> dict[str, Layout]:
+    context = browser_context.browser.new_context(viewport=viewport)
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    layouts = {}
+    try:
+        for page_name in pages:
+            page = context.new_page()
+            page.goto(book_url + page_name, wait_until="load")
+            if page.evaluate("() => !!window.MathJax?.startup?.promise"):
+                page.evaluate("() => MathJax.startup.promise")
+            page.wait_for_load_state("networkidle", timeout=NETWORK_IDLE_TIMEOUT_MS)
+            layouts[page_name] = Layout(page_name, viewport["width"], page.evaluate(LAYOUT_FACTS_JS))
+            if page_name in SCREENSHOT_PAGES:
+                screenshots.mkdir(parents=True, exist_ok=True)
+                target = screenshots / f"{Path(page_name).stem}-{viewport['width']}px.png"
+                page.screenshot(path=str(target), full_page=True)
+                print(f"\nscreenshot of {page_name} at {viewport['width']} px: {target}")
+            page.close()
+    finally:
+        context.close()
+    return layouts
+
+
+@pytest.fixture(scope="session")
+def desktop(browser_context, book_url, book_pages, built_book) -> dict[str, Layout]:
+    return _layouts(browser_context, book_url, _book_chapter_pages(book_pages), DESKTOP,
+                    built_book.parent / "screenshots")
+
+
+@pytest.fixture(scope="session")
+def phone(browser_context, book_url, book_pages, built_book) -> dict[str, Layout]:
+    return _layouts(browser_context, book_url, _book_chapter_pages(book_pages), PHONE,
+                    built_book.parent / "screenshots")
+
+
+def _layout_problems(layouts: dict[str, Layout], describe) -> list[str]:
+    return [f"{page} at {layout.width} px: {problem}" for page, layout in layouts.items()
+            for problem in describe(layout.facts)]
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["390px", "1400px"])
+def test_the_menu_button_opens_the_chapter_menu(browser_context, book_url, reports, viewport):
+    """The visible menu button shows every chapter: in a dialog on a phone, and on a desktop it
+    hides and shows the sidebar again (sphinx-book-theme's collapse)."""
+    chapters = sorted({_page_of(url, book_url) for url in reports["book/intro.html"].facts["toc"]})
+    context = browser_context.browser.new_context(viewport=viewport)
+    try:
+        page = context.new_page()
+        page.goto(book_url + SCREENSHOT_PAGE, wait_until="load")
+        buttons = [button for button in page.query_selector_all(".primary-toggle") if button.is_visible()]
+        assert len(buttons) == 1, f"{len(buttons)} visible menu buttons on {SCREENSHOT_PAGE}"
+        sidebar = page.locator("#pst-primary-sidebar")
+        if viewport is PHONE:
+            assert not sidebar.is_visible(), "on a phone the chapter menu should start closed"
+            buttons[0].click()
+            menu = page.locator("#pst-primary-sidebar-modal[open]")
+            menu.wait_for(state="visible")
+            shown = {_page_of(page.evaluate("a => a.href", link), book_url)
+                     for link in menu.locator("nav.bd-links a[href]").element_handles() if link.is_visible()}
+            assert set(chapters) <= shown, f"the menu does not show {sorted(set(chapters) - shown)}"
+            page.keyboard.press("Escape")
+            menu.wait_for(state="detached")
+        else:
+            assert sidebar.is_visible(), "on a desktop the chapter menu should start open"
+            buttons[0].click()
+            sidebar.wait_for(state="hidden")
+            buttons[0].click()
+            sidebar.wait_for(state="visible")
+    finally:
+        context.close()
+
+
+def test_no_equation_or_figure_is_wider_than_its_column_at_1400px(desktop):
+    """Long equations are broken over lines (aligned/split); figures fit their column (or column
+    and margin, for a cell tagged full-width); the page never scrolls sideways."""
+    problems = _layout_problems(desktop, lambda f: (
+        [f"the page scrolls sideways by {f['page_overflow']} px"] * (f["page_overflow"] > 1)
+        + [f"equation {e['where']} is {e['overflow']} px wider than its column: break it over lines"
+           for e in f["equations"] if e["overflow"] > 1 or e["beyond"] > 1]
+        + [f"figure {i['src']} reaches {i['beyond']:.0f} px beyond its column" for i in f["images"] if i["beyond"] > 1]
+        + [f"interactive figure {p['where']} reaches {p['beyond']:.0f} px beyond its column"
+           for p in f["plots"] if p["beyond"] > 1]))
+    assert not problems, "\n".join(problems)
+
+
+def test_equations_scroll_inside_their_box_on_a_phone(phone):
+    """A phone cannot show every equation whole: one that does not fit scrolls inside its own box
+    (never clipped unseen), and the page itself never scrolls sideways."""
+    problems = _layout_problems(phone, lambda f: (
+        [f"the page scrolls sideways by {f['page_overflow']} px"] * (f["page_overflow"] > 1)
+        + [f"equation {e['where']} is clipped ({e['overflow']} px hidden, overflow-x: {e['scrolls']})"
+           for e in f["equations"] if e["overflow"] > 1 and e["scrolls"] not in {"auto", "scroll"}]
+        + [f"equation {e['where']} reaches {e['beyond']:.0f} px beyond the column" for e in f["equations"]
+           if e["beyond"] > 1]))
+    assert not problems, "\n".join(problems)
+
+
+def test_figures_are_shown_large_enough_to_read_at_1400px(desktop):
+    """A multi-panel figure squeezed into the column makes its text a few pixels high: stack its
+    panels, draw it smaller at the book's font sizes, or tag its cell full-width."""
+    problems = _layout_problems(desktop, lambda f: [
+        f"figure {i['src']} is shown at {i['shown'] / i['natural']:.0%} of its size "
+        f"({i['shown']:.0f} of {i['natural']} px): its text is too small to read"
+        for i in f["images"] if i["in_output"] and i["natural"] and i["shown"] / i["natural"] < MIN_FIGURE_SCALE])
+    assert not problems, "\n".join(problems)
+
+
+def test_every_figure_and_table_has_a_numbered_caption_and_alt_text(desktop):
+    """Figures (images and interactive plots) sit in a numbered figure with alt text that says what
+    they show; tables have a numbered caption (a {table} directive, or a figure around an output)."""
+    problems = _layout_problems(desktop, lambda f: (
+        [f"figure {i['src']} has no numbered caption" for i in f["images"] if not i["numbered"]]
+        + [f"figure {i['src']} has no alt text (alt={i['alt']!r})" for i in f["images"]
+           if not i["alt"].strip() or FILE_LIKE_ALT.search(i["alt"].strip())]
+        + [f"interactive figure {p['where']} has no numbered caption" for p in f["plots"] if not p["numbered"]]
+        + [f"interactive figure {p['where']} has no alt text" for p in f["plots"] if not p["alt"].strip()]
+        + [f"table {t['where']} ({t['caption'] or 'no caption'}) has no numbered caption"
+           for t in f["tables"] if not t["numbered"]]))
+    assert not problems, "\n".join(problems)
+
+
+def test_hide_input_cells_start_collapsed_and_show_their_output(desktop):
+    """'Check it' and plotting cells are tagged hide-input: their code waits behind a toggle, while
+    their output (a figure, a printed check) shows."""
+    cells = [cell for layout in desktop.values() for cell in layout.facts["hidden_inputs"]]
+    assert cells, "no cell in the book is tagged hide-input (tests/test_notebook_style.py says which should be)"
+    problems = _layout_problems(desktop, lambda f: [
+        f"cell {c['where']}: " + ", ".join(
+            what for what, bad in [("its code shows", c["input_visible"]), ("it has no toggle", not c["toggle"]),
+                                   ("its output is hidden", not c["output_visible"])] if bad)
+        for c in f["hidden_inputs"] if c["input_visible"] or not c["toggle"] or not c["output_visible"]])
+    assert not problems, "\n".join(problems)
+
+
+def test_an_interactive_figure_renders_and_turns_when_dragged(desktop, browser_context, book_url, built_book):
+    """The 3-D figures (vaelib.interactive) load plotly.js from the book's own _static, draw their
+    points, and a drag across the scene turns the camera."""
+    pages = [page for page, layout in desktop.items() if layout.facts["plots"]]
+    assert pages, "no page shows an interactive 3-D figure (vaelib.interactive.point_clouds_3d)"
+    context = browser_context.browser.new_context(viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        page.goto(book_url + pages[0], wait_until="load")
+        assert page.evaluate("() => !!document.createElement('canvas').getContext('webgl')"), (
+            "this Chromium has no WebGL: 3-D plots cannot render (try --enable-unsafe-swiftshader)")
+        page.wait_for_function("() => document.querySelector('.plotly-graph-div')?._fullLayout?.scene")
+        loaded = page.evaluate("() => performance.getEntriesByType('resource').map(r => r.name)"
+                               ".filter(name => name.includes('plotly'))")
+        assert any(urlparse(name).path.endswith("_static/plotly/plotly.min.js") for name in loaded), loaded
+        plot = page.locator(".plotly-graph-div").first
+        plot.scroll_into_view_if_needed()
+        camera = "() => JSON.stringify(document.querySelector('.plotly-graph-div')._fullLayout.scene.camera.eye)"
+        before = page.evaluate(camera)
+        box = plot.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        for step in range(1, 11):
+            page.mouse.move(x + 12 * step, y + 3 * step)
+        page.mouse.up()
+        page.wait_for_timeout(300)
+        after = page.evaluate(camera)
+        assert after != before, f"dragging across the 3-D figure on {pages[0]} did not turn it (camera {before})"
+    finally:
+        context.close()
+
+
+def test_search_snippets_show_no_raw_tex(browser_context, book_url):
+    """Sphinx cuts search snippets from a page's HTML before MathJax has typeset it; book.js turns
+    the TeX into text first, so a reader sees 'z^c', not '\\mathbf{z}^c'."""
+    context = browser_context.browser.new_context(viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        page.goto(book_url + "search.html?q=reconstruction", wait_until="load")
+        page.wait_for_function("() => document.querySelectorAll('#search-results li p.context').length >= 3",
+                               timeout=PAGE_TIMEOUT_MS)
+        snippets = page.evaluate("() => Array.from(document.querySelectorAll('#search-results li p.context'))"
+                                 ".map(p => p.textContent)")
+    finally:
+        context.close()
+    raw = [f"{RAW_TEX.findall(text)} in {text[:120]!r}" for text in snippets if RAW_TEX.search(text)]
+    assert not raw, "search snippets show raw TeX:\n" + "\n".join(raw)

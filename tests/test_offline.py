@@ -90,3 +90,28 @@ def test_mathjax_is_served_from_the_book_itself(built_book):
     scripts = _parse(chapter).fetched
     assert any(src.split("?")[0].endswith("_static/mathjax/tex-chtml.js") for src in scripts), (
         f"{chapter.name} does not load the local MathJax; it loads {scripts}")
+
+
+PLOTLYJS = "_static/plotly/plotly.min.js"
+# plotly.js inlined into a page (a chapter executed outside the book build, see
+# vaelib.interactive) would weigh megabytes; a figure's own script is a few hundred kilobytes.
+MAX_INLINE_SCRIPT_CHARS = 1_000_000
+
+
+def test_plotlyjs_is_served_from_the_book_itself(built_book):
+    """Interactive 3-D figures get plotly.js from the book's _static (book/_ext/vaebook.py copies it
+    from the plotly package), on the pages that show one, and no page carries a copy inline."""
+    assert (built_book / PLOTLYJS).is_file(), f"{PLOTLYJS} is missing: is vaebook in _config.yml's extensions?"
+    problems = []
+    for page in _pages(built_book):
+        html = page.read_text(encoding="utf-8")
+        parsed = _parse(page)
+        loads = any(src.split("?")[0].endswith(PLOTLYJS) for src in parsed.fetched)
+        if 'class="plotly-graph-div"' in html and not loads:
+            problems.append(f"{page.relative_to(built_book)} shows a plotly figure but does not load {PLOTLYJS}")
+        if loads and 'class="plotly-graph-div"' not in html:
+            problems.append(f"{page.relative_to(built_book)} loads {PLOTLYJS} but shows no plotly figure")
+        problems += [f"{page.relative_to(built_book)} inlines a {len(script):,}-character script (plotly.js?): "
+                     "rebuild the book so that its chapters execute with VAELIB_PLOTLYJS=page"
+                     for script in parsed.inline_scripts if len(script) > MAX_INLINE_SCRIPT_CHARS]
+    assert not problems, "\n".join(problems)
