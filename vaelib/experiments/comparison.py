@@ -36,7 +36,7 @@ import torch
 from vaelib import _checks, threads
 from vaelib.data import COSINE_HALF_WIDTH, COSINE_NOISE, cosine_surface
 from vaelib.engine import fit_batched
-from vaelib.metrics import NoiseLevel, cosine_sample_quality, median_bandwidth, noise_level, reconstruction_and_kl
+from vaelib.metrics import NoiseLevel, cosine_sample_quality, median_bandwidth, reconstruction_and_kl
 from vaelib.models import VAE
 from vaelib.objectives import ELBO, GECO, ConstrainedObjective, KLConstrained, KoLagrangian, Objective, SigmaVAE
 from vaelib.seeding import seed_everything
@@ -207,16 +207,18 @@ def summarise(rows: Sequence[dict]) -> list[dict]:
 
 def noise_levels(config: ComparisonConfig, repeats: int = 5) -> dict[str, NoiseLevel]:
     """Each sample-quality metric with fresh data in place of a model's samples: the value a perfect
-    generator gets, and its spread, at the comparison's sample count and kernel."""
+    generator gets, and its spread over ``repeats`` independent draws, at the comparison's sample
+    count and kernel (every metric of a draw computed in one ``cosine_sample_quality`` call)."""
     fresh = fresh_data(config)
     bandwidth = median_bandwidth(fresh)
-
-    def metric(key: str):
-        return lambda draw: cosine_sample_quality(draw, fresh, seed=0, bandwidth=bandwidth)[key]
-
-    draws = lambda n, seed: cosine_surface(n, seed=seed)  # noqa: E731
-    return {key: noise_level(metric(key), draws, config.n_quality, draws=1, repeats=repeats,
-                             seed=config.fresh_seed + 1) for key in QUALITY}
+    with threads.limited():
+        scores = [cosine_sample_quality(fresh_data(config, offset=1 + r), fresh, seed=0, bandwidth=bandwidth)
+                  for r in range(repeats)]
+    levels = {}
+    for key in QUALITY:
+        values = torch.tensor([score[key] for score in scores], dtype=torch.float64)
+        levels[key] = NoiseLevel(tuple(values.tolist()), values.mean().item(), values.std().item())
+    return levels
 
 
 def best_settings(table: Sequence[dict], metric: str = "mmd2") -> dict[str, dict]:
