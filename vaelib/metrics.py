@@ -27,7 +27,8 @@ error at a sampled code and at the posterior mean, and the KL from the prior, in
 
 A generator that puts every point on one spot of the surface has surface distance 0; only the
 coverage and two-sample metrics expose it, which is why they come together. All distances are in
-the data's own units; all computations run in float64; every random choice takes a seed.
+the data's own units; all computations run in float64; every random choice takes a seed; PyTorch
+runs on ``vaelib.threads.torch_threads()`` threads inside each function.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vaelib import _checks
+from vaelib import _checks, threads
 from vaelib.data import COSINE_HALF_WIDTH, COSINE_NOISE, cosine_height, cosine_surface
 from vaelib.losses import gaussian_kl
 
@@ -60,6 +61,7 @@ MEDIAN_MAX_POINTS = 1000
 
 # --- distance to the cosine surface ------------------------------------------------------------
 
+@threads.limited()
 def nearest_surface_points(points: torch.Tensor, *, half_width: float = COSINE_HALF_WIDTH
                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """The nearest point of the noiseless cosine surface to each point, and the distance to it.
@@ -92,6 +94,7 @@ def surface_distance(points: torch.Tensor, *, half_width: float = COSINE_HALF_WI
     return nearest_surface_points(points, half_width=half_width)[1]
 
 
+@threads.limited()
 def surface_distance_summary(points: torch.Tensor, *, max_points: int | None = None, seed: int = 0,
                              half_width: float = COSINE_HALF_WIDTH) -> dict[str, float]:
     """Mean, median, 90th percentile and maximum of ``surface_distance`` over the points.
@@ -200,6 +203,7 @@ def _safeguarded_newton(function: Callable[[torch.Tensor], torch.Tensor], s: tor
 
 # --- coverage of the cosine surface -----------------------------------------------------------
 
+@threads.limited()
 def coverage_distance(samples: torch.Tensor, *, n_reference: int = DEFAULT_REFERENCE_POINTS,
                       reference_seed: int = 0, max_points: int | None = None, seed: int = 0,
                       half_width: float = COSINE_HALF_WIDTH, chunk_size: int = DEFAULT_CHUNK_SIZE) -> float:
@@ -224,6 +228,7 @@ def coverage_distance(samples: torch.Tensor, *, n_reference: int = DEFAULT_REFER
     return torch.cat(nearest).mean().item()
 
 
+@threads.limited()
 def cell_coverage(samples: torch.Tensor, *, cells_per_side: int = DEFAULT_CELLS_PER_SIDE,
                   within: float = DEFAULT_WITHIN, max_points: int | None = None, seed: int = 0,
                   half_width: float = COSINE_HALF_WIDTH) -> float:
@@ -255,6 +260,7 @@ def _occupied_fraction(nearest: torch.Tensor, distance: torch.Tensor, cells_per_
 
 # --- two-sample distances, any data ------------------------------------------------------------
 
+@threads.limited()
 def median_bandwidth(x: torch.Tensor, y: torch.Tensor | None = None, *, max_points: int = MEDIAN_MAX_POINTS,
                      seed: int = 0) -> float:
     """The median heuristic: the median Euclidean distance between distinct points of x (and y, pooled).
@@ -278,6 +284,7 @@ def median_bandwidth(x: torch.Tensor, y: torch.Tensor | None = None, *, max_poin
     return median
 
 
+@threads.limited()
 def mmd2(x: torch.Tensor, y: torch.Tensor, *, bandwidth: float | None = None, max_points: int | None = None,
          seed: int = 0, chunk_size: int = DEFAULT_CHUNK_SIZE) -> float:
     """The unbiased squared maximum mean discrepancy between the samples x and y (any dimension).
@@ -299,6 +306,7 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, *, bandwidth: float | None = None, ma
     return xx + yy - 2 * xy
 
 
+@threads.limited()
 def energy_distance(x: torch.Tensor, y: torch.Tensor, *, max_points: int | None = None, seed: int = 0,
                     chunk_size: int = DEFAULT_CHUNK_SIZE) -> float:
     """The unbiased energy distance between the samples x and y (any dimension).
@@ -361,6 +369,7 @@ def noise_level(metric: Callable[..., float], source: Callable[..., torch.Tensor
 
 # --- everything at once, for the cosine data ----------------------------------------------------
 
+@threads.limited()
 def cosine_sample_quality(samples: torch.Tensor, data: torch.Tensor, *, max_points: int | None = None,
                           seed: int = 0, bandwidth: float | None = None,
                           half_width: float = COSINE_HALF_WIDTH) -> dict[str, float]:
@@ -396,6 +405,7 @@ def cosine_sample_quality(samples: torch.Tensor, data: torch.Tensor, *, max_poin
 # --- how well a VAE fits the data ---------------------------------------------------------------
 
 @torch.no_grad()
+@threads.limited()
 def reconstruction_and_kl(model, x: torch.Tensor, *, seed: int = 0) -> dict[str, float]:
     """A trained VAE's fit to the data x: the reconstruction error two ways, and the KL.
 
