@@ -315,3 +315,154 @@ def test_register_model_refuses_ambiguous_classes():
 def test_a_subclass_records_its_own_arguments_not_its_parents():
     model = vaelib.DenoisingAutoencoder(6, hidden=(4,), noise_std=0.3)
     assert model.init_args["noise_std"] == 0.3 and model.init_args["in_dim"] == 6
+
+
+# ---------------------------------------------------------------------------------------------- forged files
+
+def _reseal(path: Path, edit_meta=None, edit_tensors=None) -> None:
+    """Rewrite a vaelib file with edited metadata or tensors and a recomputed sha256: what a forger (or
+    a buggy writer) produces. The digest then passes, so only validation can catch the edit."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        metadata, tensors = f.metadata(), {name: f.get_tensor(name) for name in f.keys()}
+    meta = metadata["meta"] if edit_meta is None else edit_meta(metadata["meta"])
+    if edit_tensors is not None:
+        edit_tensors(tensors)
+    metadata = {**metadata, "meta": meta, "sha256": ck._digest(meta, tensors)}
+    path.write_bytes(safetensors.torch.save(tensors, metadata=metadata))
+
+
+def _json_edit(edit):
+    def apply(text):
+        meta = json.loads(text)
+        edit(meta)
+        return json.dumps(meta)
+    return apply
+
+
+def _rename_optimizer_tensor(tensors):
+    name = next(n for n in tensors if n.startswith("optimizer."))
+    tensors["optimizer.x." + name.split(".", 2)[2]] = tensors.pop(name)
+
+
+FORGERIES = [
+    ("meta is not JSON", dict(edit_meta=lambda s: "{not json"), "is not a valid vaelib file: its description is not "
+                                                               "valid JSON"),
+    ("meta is a list", dict(edit_meta=lambda s: "[]"), "is not a valid checkpoint: its description is list, expected "
+                                                      "dict"),
+    ("history missing", dict(edit_meta=_json_edit(lambda m: m.pop("history"))), "its description lacks history"),
+    ("model is a number", dict(edit_meta=_json_edit(lambda m: m.update(model=5))), "model is int, expected dict"),
+    ("class is a number", dict(edit_meta=_json_edit(lambda m: m["model"].update({"class": 5}))),
+     "model.class is int, expected str"),
+    ("history holds text", dict(edit_meta=_json_edit(lambda m: m.update(history={"loss": ["x"]}))),
+     "an entry of history['loss'] is str, expected int or float"),
+    ("history lengths differ", dict(edit_meta=_json_edit(lambda m: m.update(history={"a": [1.0], "b": []}))),
+     "its history's terms have different lengths [0, 1]"),
+    ("optimizer index not a number", dict(edit_meta=_json_edit(
+        lambda m: m["optimizer"].update(other_state={"x": {}}))), "optimizer.other_state has the key 'x'"),
+    ("nested 100000 deep", dict(edit_meta=lambda s: s[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+     "its description is not valid JSON (maximum recursion depth exceeded"),
+    ("nested 200 deep", dict(edit_meta=lambda s: s[:-1] + ', "x": ' + "[" * 200 + "]" * 200 + "}"),
+     "its description nests more than 64 levels deep"),
+    ("optimizer tensor name", dict(edit_tensors=_rename_optimizer_tensor),
+     "holds the tensor 'optimizer.x.exp_avg', which is not named optimizer.<parameter index>.<key>"),
+    ("unknown tensor group", dict(edit_tensors=lambda t: t.update(extra=torch.zeros(1))),
+     "holds a tensor named 'extra', which is none of model.<key>"),
+    ("random state of floats", dict(edit_tensors=lambda t: t.update({"rng.torch": torch.zeros(3)})),
+     "its random state 'torch' is a torch.float32 tensor of shape (3,), not a generator state"),
+]
+
+
+@pytest.mark.parametrize("edits, message", [f[1:] for f in FORGERIES], ids=[f[0] for f in FORGERIES])
+def test_forged_metadata_with_a_valid_digest_gives_a_checkpoint_error(saved, edits, message):
+    path = saved[0]
+    _reseal(path, **edits)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(info.value).startswith(str(path)) and message in str(info.value)
+
+
+def test_a_wrong_optimizer_state_is_a_checkpoint_error_and_rolls_back(saved):
+    path, _, _, _ = saved
+    _reseal(path, edit_meta=_json_edit(lambda m: m["optimizer"]["param_groups"][0].update(params="abc")))
+    with pytest.raises(CheckpointError, match="optimizer.param_groups\\[0\\].params is str, expected list"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("make", [os.mkfifo, lambda p: p.mkdir()], ids=["FIFO", "folder"])
+def test_a_path_that_is_not_a_regular_file_is_not_read(tmp_path, make):
+    path = tmp_path / "run.ckpt"
+    make(path)
+    with pytest.raises(CheckpointError, match=re.escape(str(path)) + " is (not a regular file|a folder)"):
+        load_checkpoint(path)  # a FIFO would block a plain open()
+
+
+def test_a_large_file_that_is_not_a_checkpoint_is_rejected_without_being_read(tmp_path):
+    import tracemalloc
+
+    for name, head in (("video.mp4", b"\x00\x00\x00\x20ftypisom"), ("header-fits.bin", struct.pack("<Q", 2) + b"{}")):
+        path = tmp_path / name
+        with open(path, "wb") as f:
+            f.write(head)
+            f.truncate(300_000_000)  # sparse: costs no disk
+        tracemalloc.start()
+        with pytest.raises(CheckpointError, match="truncated or not a checkpoint|is not a vaelib checkpoint"):
+            load_checkpoint(path)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 1_000_000, f"{name}: {peak} bytes allocated to reject it"
+
+
+def test_a_checkpoint_without_a_fingerprint_still_resumes_and_checks_what_it_records(tmp_path, cosine_small):
+    """Files written before fingerprints existed hold only fit's settings: those are still compared."""
+    path = tmp_path / "old.ckpt"
+    settings = dict(batch_size=128, lr=3e-3, seed=7, progress=False)
+    vaelib.seed_everything(0)
+    vaelib.fit(vaelib.VAE(3, hidden=(8,)), vaelib.ELBO(), cosine_small, epochs=1, checkpoint=path, **settings)
+    _reseal(path, edit_meta=_json_edit(lambda m: m.pop("fingerprint")))
+    assert load_checkpoint(path).fingerprint is None
+    with pytest.raises(CheckpointError, match="was saved by another setup: batch_size was 128, now 64"):
+        vaelib.fit(vaelib.VAE(3, hidden=(8,)), vaelib.ELBO(), cosine_small, epochs=2, resume_from=path,
+                   **{**settings, "batch_size": 64})
+    history = vaelib.fit(vaelib.VAE(3, hidden=(8,)), vaelib.ELBO(), cosine_small, epochs=2, resume_from=path,
+                         **settings)
+    assert len(history) == 2
+
+
+# ---------------------------------------------------------------------------------------------- training states
+
+def test_a_training_state_round_trips_nested_tensors_tuples_and_int_keys(tmp_path):
+    state = {"trainer": {"theta": torch.arange(6.0).reshape(2, 3), "steps": 4,
+                         "optimizer": {"state": {0: {"step": torch.tensor(3.0)}, 10: {}},
+                                       "param_groups": [{"betas": (0.9, 0.999), "params": [0, 10], "fused": None}]}},
+             "generators": {"order": [torch.Generator().manual_seed(1).get_state()]}, "histories": [{"loss": [1.5]}]}
+    path = ck.save_state(tmp_path / "s.state", state, content="test")
+    loaded = ck.load_state(path, content="test")
+    assert loaded["trainer"]["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert set(loaded["trainer"]["optimizer"]["state"]) == {0, 10}
+    assert torch.equal(loaded["trainer"]["theta"], state["trainer"]["theta"])
+    assert torch.equal(loaded["generators"]["order"][0], state["generators"]["order"][0])
+    assert loaded["histories"] == [{"loss": [1.5]}] and loaded["trainer"]["steps"] == 4
+    with pytest.raises(CheckpointError, match=r"s\.state holds the training state of 'test', not of 'fit_batched'"):
+        ck.load_state(path, content="fit_batched")
+    with pytest.raises(CheckpointError, match=r"s\.state is a training state .*, not a checkpoint of one model"):
+        load_checkpoint(path)
+    with pytest.raises(TypeError, match="use all-str or all-int keys"):
+        ck.save_state(tmp_path / "bad.state", {"x": {1: 2, "a": 3}}, content="test")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["state"].update(x={"__tensor__": "missing"}),
+     "names the tensor 'missing', which the file does not hold"),
+    (lambda m: m["state"].update(x={"__tensor__": "w"}),
+     "names the tensor 'w', which the file does not hold (or names it twice)"),
+    (lambda m: m["state"].update(x={"__int_keys__": {"a": 1}}), "is a dict with int keys whose keys are not all ints"),
+    (lambda m: m["state"].pop("w"), "it holds tensors its description does not mention (w)"),
+    (lambda m: m.update(content=None), "holds the training state of None, not of 'test'"),
+])
+def test_a_forged_training_state_is_a_checkpoint_error(tmp_path, edit, message):
+    path = ck.save_state(tmp_path / "s.state", {"w": torch.ones(2)}, content="test")
+    _reseal(path, edit_meta=_json_edit(edit))
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        ck.load_state(path, content="test")

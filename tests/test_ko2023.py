@@ -66,8 +66,12 @@ def test_table1_json_has_the_agreed_shape(tiny_result):
 
 
 def test_mean_std_uses_the_sample_standard_deviation():
-    assert ko2023.mean_std([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(2 ** 0.5)}
-    assert ko2023.mean_std([5.0]) == {"mean": 5.0, "std": None}
+    from vaelib.metrics import mean_std
+
+    assert mean_std([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(2 ** 0.5)}
+    assert mean_std([5.0]) == {"mean": 5.0, "std": None}
+    with pytest.raises(ValueError, match="at least one value"):
+        mean_std([])
 
 
 def test_table_text_puts_the_papers_numbers_beside_ours(tiny_result):
@@ -155,17 +159,15 @@ def test_python_dash_m_vaelib_has_no_traceback_on_bad_input():
     assert "Traceback" not in done.stderr and done.stderr.strip().count("\n") == 0
 
 
-def test_write_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
-    target = tmp_path / "table1.json"
-    target.write_text("old")
-
-    def fail(tmp):
-        tmp.write_text("half")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        ko2023.write_atomically(target, fail)
-    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["table1.json"]
+def test_save_keeps_both_old_files_when_writing_fails(tiny_result, tmp_path, monkeypatch):
+    (tmp_path / "table1.json").write_text("old")
+    (tmp_path / "figure1.png").write_text("old")
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", lambda *args, **kwargs: (_ for _ in ()).throw(
+        OSError(28, "No space left on device")))
+    with pytest.raises(OSError, match=r"cannot write the result file .*figure1\.png: no space left on device"):
+        tiny_result.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figure1.png", "table1.json"]  # no temporary left
+    assert all((tmp_path / name).read_text() == "old" for name in ("table1.json", "figure1.png"))
 
 
 def _data_with_variances(variances, n=2000):

@@ -438,6 +438,20 @@ def reconstruction_and_kl(model, x: torch.Tensor, *, seed: int = 0) -> dict[str,
             "kl": kl.mean().item()}
 
 
+# --- summaries over runs ----------------------------------------------------------------------
+
+def mean_std(values) -> dict[str, float | None]:
+    """Mean and sample standard deviation (ddof = 1; None for a single value) of a metric over runs.
+    Used by Table 1 (Part IV), the comparison (Part III) and ``vaelib.sweep``'s summaries."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("mean_std needs at least one value")
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return {"mean": mean, "std": None}
+    return {"mean": mean, "std": math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))}
+
+
 # --- helpers ------------------------------------------------------------------------------------
 
 def _generator(seed: int) -> torch.Generator:

@@ -131,8 +131,8 @@ class GenericTrainer:
         return named
 
     def epoch(self, x: torch.Tensor, order: torch.Tensor, noise: torch.Tensor | None,
-              sizes: list[int]) -> list[dict[str, torch.Tensor]]:
-        """One epoch of every run; per run, each term's value at every step (steps,)."""
+              sizes: list[int]) -> list[tuple[list[int], dict[str, torch.Tensor]]]:
+        """One epoch of every run; per group of runs, each term at every step, (steps, runs)."""
         per_step: list[list[dict[str, torch.Tensor]]] = [[] for _ in self.groups]
         first = 0
         for size in sizes:
@@ -153,13 +153,8 @@ class GenericTrainer:
             for group, steps in zip(self.groups, per_step):
                 group.objective.after_step(steps[-1])
             first += size
-        out: list[dict[str, torch.Tensor]] = [{} for _ in range(self.n_runs)]
-        for group, steps in zip(self.groups, per_step):
-            for name in steps[0]:
-                values = torch.stack([s[name] for s in steps])  # (steps, runs in the group)
-                for j, r in enumerate(group.runs):
-                    out[r][name] = values[:, j]
-        return out
+        return [(group.runs, {name: torch.stack([s[name] for s in steps]) for name in steps[0]})
+                for group, steps in zip(self.groups, per_step)]
 
     def parameters_finite(self) -> list[bool]:
         """Per run: whether all its tensors are finite after the epoch."""

@@ -41,7 +41,7 @@ def problem(models: list, objectives: list[Objective], optimizer: str, device: t
         if not all(p.requires_grad for p in model.parameters()):
             return f"models[{i}] has frozen parameters; it trains every weight"
     for i, objective in enumerate(objectives):
-        if not _follows_the_family_formula(objective):
+        if not follows_the_family_formula(objective):
             return (f"objectives[{i}] ({type(objective).__name__}) is not written as a vaelib.objectives.Form "
                     "(it overrides forward, combine or a hook)")
     if optimizer not in OPTIMIZER_CODES:
@@ -55,7 +55,7 @@ def problem(models: list, objectives: list[Objective], optimizer: str, device: t
     return net
 
 
-def _follows_the_family_formula(objective: Objective) -> bool:
+def follows_the_family_formula(objective: Objective) -> bool:
     """Whether every method that shapes training is the family's own, so that its Form says it all."""
     cls = type(objective)
     if not isinstance(objective, VAEObjective):

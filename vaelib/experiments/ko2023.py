@@ -7,7 +7,7 @@ The pieces are separate so that a faster training engine can replace the trainin
     specs = run_specs(config)                           one RunSpec(objective, seed) per run
     trained = ENGINES[config.engine](config, x, specs, progress)     -> list[TrainedRun]
     result = summarise(config, x, trained)              evaluation, table, samples for Figure 1
-    result.save("results/")                             table1.json and figure1.png, written atomically
+    result.save("results/")                             table1.json and figure1.png, written as one group
 
 ``reproduce(config)`` does all of it. An *engine* is any function
 ``engine(config, x, specs, progress=True) -> list[TrainedRun]`` that trains one run per spec and
@@ -15,7 +15,9 @@ returns them in the order of ``specs``; each run starts from ``initial_run(confi
 every engine starts from the same weights and the same objective. ``train_runs_loop`` (``"loop"``)
 trains the runs one after the other with ``vaelib.fit``; ``train_runs_batched`` (``"batched"``, the
 default) trains them all as one computation with ``vaelib.engine.fit_batched``: the same numbers
-up to floating-point rounding, in seconds instead of minutes.
+up to floating-point rounding, in seconds instead of minutes. An engine that can resume also takes
+``state_dir``, a folder for its checkpoints that it continues from when they exist; ``reproduce``
+passes it when asked to keep a state (``reproduce(..., state_dir=..., resume=...)``).
 
 For the book's analysis: ``train_objective`` and ``sweep`` train one objective under changed
 settings and give its Table 1 row; ``linear_vae_optimum`` predicts from the data's variances whether
@@ -28,7 +30,6 @@ import html
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -38,16 +39,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vaelib import _checks, plots
+from vaelib import _checks, _io, plots
 from vaelib.data import COSINE_HALF_WIDTH, COSINE_NOISE, cosine_surface
 from vaelib.engine import fit_batched
-from vaelib.metrics import cosine_sample_quality, median_bandwidth, reconstruction_and_kl
+from vaelib.metrics import cosine_sample_quality, mean_std, median_bandwidth, reconstruction_and_kl
 from vaelib.models import VAE
 from vaelib.nn import ACTIVATIONS
 from vaelib.objectives import ALPHA_RULES, ELBO, KL_REDUCTIONS, KoLagrangian, Objective
 from vaelib.pca import fit_pca
 from vaelib.seeding import seed_everything
-from vaelib.train import OPTIMIZERS, History, fit
+from vaelib.train import OPTIMIZERS, History, check_lr, fit
 
 OBJECTIVES = ("proposed", "elbo")
 # Figure 1's clouds are scored on this many points against fresh data drawn with seed + FRESH_DATA_SEED.
@@ -228,36 +229,47 @@ def initial_run(config: Ko2023Config, spec: RunSpec) -> tuple[VAE, Objective]:
 
 
 def train_runs_loop(config: Ko2023Config, x: torch.Tensor, specs: Sequence[RunSpec],
-                    progress: bool = True) -> list[TrainedRun]:
+                    progress: bool = True, state_dir: Path | None = None) -> list[TrainedRun]:
     """The reference engine: train the runs one after the other with ``vaelib.fit``.
 
-    One progress bar counts the epochs of all runs together.
+    One progress bar counts the epochs of all runs together. With ``state_dir``, each run keeps
+    its checkpoint there and continues from it if it exists (see ``reproduce``).
     """
     trained = []
     with tqdm(total=len(specs) * config.epochs, desc="Ko & Ko runs", unit="epoch", disable=not progress) as bar:
         for spec in specs:
             bar.set_postfix(objective=spec.objective, seed=spec.seed)
             model, objective = initial_run(config, spec)
+            path = None if state_dir is None else Path(state_dir) / f"loop-{spec.objective}-seed{spec.seed}.ckpt"
+            counted = bar.n
             history = fit(model, objective, x, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                           optimizer=config.optimizer, seed=spec.seed, progress=False,
-                          on_epoch_end=lambda epoch, means: bar.update(1))
+                          on_epoch_end=lambda epoch, means: bar.update(1), checkpoint=path,
+                          checkpoint_every=CHECKPOINT_EVERY, resume_from=path if path and path.exists() else None)
+            bar.update(config.epochs - (bar.n - counted))  # the epochs a resumed run had done before
             trained.append(TrainedRun(spec, model, objective, history))
     return trained
 
 
 def train_runs_batched(config: Ko2023Config, x: torch.Tensor, specs: Sequence[RunSpec],
-                       progress: bool = True) -> list[TrainedRun]:
+                       progress: bool = True, state_dir: Path | None = None) -> list[TrainedRun]:
     """The default engine: train every run at once with ``vaelib.engine.fit_batched``, each run
-    from ``initial_run`` with its own seed, as ``train_runs_loop`` would (up to rounding)."""
+    from ``initial_run`` with its own seed, as ``train_runs_loop`` would (up to rounding). With
+    ``state_dir``, the runs' state is kept there and training continues from it if it exists."""
     built = [initial_run(config, spec) for spec in specs]
+    path = None if state_dir is None else Path(state_dir) / "batched.ckpt"
     histories = fit_batched([model for model, _ in built], [objective for _, objective in built], x,
                             seeds=[spec.seed for spec in specs], epochs=config.epochs, batch_size=config.batch_size,
-                            lr=config.lr, optimizer=config.optimizer, progress=progress)
+                            lr=config.lr, optimizer=config.optimizer, progress=progress, checkpoint=path,
+                            checkpoint_every=CHECKPOINT_EVERY, resume_from=path if path and path.exists() else None)
     return [TrainedRun(spec, model, objective, history)
             for spec, (model, objective), history in zip(specs, built, histories)]
 
 
 ENGINES: dict[str, Engine] = {"batched": train_runs_batched, "loop": train_runs_loop}
+# Epochs between two saves of the training state of a reproduction that keeps one (``state_dir``).
+CHECKPOINT_EVERY = 10
+STATE_CONFIG = "config.json"
 
 
 @torch.no_grad()
@@ -279,15 +291,6 @@ def evaluate_run(config: Ko2023Config, x: torch.Tensor, run: TrainedRun) -> dict
         alpha = run.objective.alpha.item()
         values.update(weighted_recon=(1 + alpha) * recon, weighted_kl=alpha * kl, alpha=alpha)
     return values
-
-
-def mean_std(values: Sequence[float]) -> dict[str, float | None]:
-    """Mean and sample standard deviation (ddof = 1; None for a single value)."""
-    values = [float(v) for v in values]
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return {"mean": mean, "std": None}
-    return {"mean": mean, "std": math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))}
 
 
 def summarise_runs(results: Sequence[Mapping]) -> dict[str, dict]:
@@ -374,16 +377,18 @@ class Reproduction:
         return figure1(self.data, self.samples)
 
     def save(self, out_dir: str | os.PathLike) -> dict[str, Path]:
-        """Write table1.json and figure1.png into ``out_dir`` (created if needed), each atomically."""
+        """Write table1.json and figure1.png into ``out_dir`` (created if needed) as one group
+        (``vaelib._io.write_files``): both new files appear, or, after an error or a Ctrl-C, both
+        old ones stay. The table is renamed last: it marks a complete result."""
         import matplotlib.pyplot as plt
 
         out = prepare_output_dir(out_dir)
         paths = {"table": out / "table1.json", "figure": out / "figure1.png"}
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
-        write_atomically(paths["table"], lambda tmp: tmp.write_text(text))
         fig = self.figure()
         try:
-            write_atomically(paths["figure"], lambda tmp: fig.savefig(tmp, format="png"))
+            _io.write_files({paths["figure"]: lambda tmp: fig.savefig(tmp, format="png"), paths["table"]: text},
+                            what="the result file")
         finally:
             plt.close(fig)
         return paths
@@ -405,11 +410,20 @@ def summarise(config: Ko2023Config, x: torch.Tensor, trained: Sequence[TrainedRu
                         list(trained), seconds)
 
 
-def reproduce(config: Ko2023Config | None = None, *, progress: bool = True, **overrides) -> Reproduction:
+def reproduce(config: Ko2023Config | None = None, *, progress: bool = True, state_dir: str | os.PathLike | None = None,
+              resume: bool = False, **overrides) -> Reproduction:
     """Run Ko & Ko's experiment: ``config.runs`` runs of each objective, evaluated and summarised.
 
     ``overrides`` replace fields of ``config`` (default ``Ko2023Config()``), e.g.
-    ``reproduce(runs=3, epochs=20)``. Training uses ``ENGINES[config.engine]``.
+    ``reproduce(runs=3, epochs=20)``. Training uses ``ENGINES[config.engine]``. ``check_feasible``
+    runs first: a reproduction this machine cannot hold in memory is refused before anything is built.
+
+    ``state_dir``: a folder in which the training state is kept, every ``CHECKPOINT_EVERY`` epochs,
+    with the configuration (``config.json``). ``resume=True`` continues the reproduction saved
+    there, which then ends exactly, bit for bit, as one that was never interrupted; the
+    configuration must be the same (else a ValueError names what differs). Without ``resume`` a
+    folder holding a saved state is refused (``FileExistsError``) rather than overwritten;
+    ``discard_state`` removes it once the results are saved.
     """
     config = config if config is not None else Ko2023Config()
     if not isinstance(config, Ko2023Config):
@@ -418,10 +432,15 @@ def reproduce(config: Ko2023Config | None = None, *, progress: bool = True, **ov
     if unknown:
         raise TypeError(f"reproduce got unknown settings {unknown}; the settings are the fields of Ko2023Config")
     config = replace(config, **overrides)
+    check_feasible(config)
+    engine = ENGINES[config.engine]
+    if state_dir is not None:
+        state_dir = _prepare_state(Path(state_dir), config, resume)
     x = make_data(config)
     specs = run_specs(config)
     start = time.perf_counter()
-    trained = ENGINES[config.engine](config, x, specs, progress)
+    trained = engine(config, x, specs, progress) if state_dir is None else engine(config, x, specs, progress,
+                                                                                  state_dir=state_dir)
     seconds = time.perf_counter() - start
     if [run.spec for run in trained] != specs:
         raise RuntimeError(f"engine {config.engine!r} returned runs {[run.spec for run in trained]}, "
@@ -533,26 +552,118 @@ def format_table(ours: Mapping[str, Mapping], config: Ko2023Config, style: str =
 
 
 def prepare_output_dir(out_dir: str | os.PathLike) -> Path:
-    """Create ``out_dir`` if needed and check that it is a writable folder (before any training)."""
+    """Create ``out_dir`` if needed and check that table1.json and figure1.png can be written there
+    (before any training: ``vaelib._io.check_writable``)."""
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(f"out_dir must be a folder path (str or os.PathLike), got {type(out_dir).__name__}")
+    if os.fspath(out_dir) == "":
+        raise ValueError("out_dir is empty; give a folder such as 'results'")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"out_dir {str(out)!r} exists and is not a folder; give a folder path")
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise PermissionError(f"out_dir {str(out)!r} is not writable")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _io.WriteError(exc.errno, f"out_dir {str(out)!r} cannot be created: {exc.strerror or exc}") from None
+    for name in RESULT_FILES:
+        _io.check_writable(out / name, "the result file", probe=name == RESULT_FILES[0])
     return out
 
 
-def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``, so that
-    a reader never sees a half-written file and an interrupted run leaves the old file intact."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    tmp = Path(tmp_name)
+RESULT_FILES = ("table1.json", "figure1.png")
+
+
+def check_feasible(config: Ko2023Config) -> None:
+    """What the configuration cannot check alone, before anything is built: every run's seed
+    (run i uses seed + i, and seeds stay below 2**63), a learning rate that float32 can hold, and
+    the memory the reproduction needs (``memory_needed``) against what this machine has free."""
+    if config.seed + config.runs - 1 >= 2**63:
+        raise ValueError(f"seed={config.seed} leaves no room for {config.runs} runs: run i uses seed + i and seeds "
+                         f"must stay below 2**63; use a seed of at most {2**63 - config.runs}")
+    check_lr(config.lr, [torch.empty(0)])  # the models are float32
+    needed, available = memory_needed(config), _available_memory()
+    if available is not None and needed > available:
+        raise ValueError(f"this reproduction needs about {_gigabytes(needed)} of memory (runs={config.runs}, "
+                         f"epochs={config.epochs}, n_points={config.n_points}, n_samples={config.n_samples}) and this "
+                         f"machine has {_gigabytes(available)} free; use fewer runs, epochs or points")
+
+
+def memory_needed(config: Ko2023Config) -> int:
+    """An upper estimate, in bytes, of the memory a reproduction of ``config`` needs at its peak.
+
+    Measured on the batched engine (20 to 400 runs, 200 to a million points): about 100 kB per
+    run (model, objective, results), 600 bytes per data point (data, evaluation), 500 per Figure 1
+    sample, 16 + 8·latent_dim bytes per run and point (two epochs of data order and noise drawn at
+    once) and 128 per logged number (7 terms per run and epoch, in the history and the saved
+    state), on top of 64 MB.
+    """
+    runs = 2 * config.runs
+    return int(64e6 + runs * 100e3 + config.n_points * 600 + config.n_samples * 500
+               + runs * config.n_points * (16 + 8 * config.latent_dim) + runs * config.epochs * 7 * 128)
+
+
+def _available_memory() -> int | None:
+    """Bytes this process can still allocate: Linux's MemAvailable, within a cgroup's limit; None
+    where neither can be read (then nothing is refused)."""
+    available = None
     try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with open("/proc/meminfo") as f:
+            line = next(line for line in f if line.startswith("MemAvailable:"))
+        available = int(line.split()[1]) * 1024
+    except (OSError, StopIteration, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            available = min(available if available is not None else 2**63, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def _gigabytes(n: int) -> str:
+    return f"{n / 1e9:.3g} GB"
+
+
+def _prepare_state(state_dir: Path, config: Ko2023Config, resume: bool) -> Path:
+    """The folder for a reproduction's training state, checked against ``config`` when resuming,
+    created with the configuration recorded otherwise (see ``reproduce``)."""
+    recorded = state_dir / STATE_CONFIG
+    settings = json.loads(json.dumps(asdict(config)))
+    if recorded.exists():
+        if not resume:
+            raise FileExistsError(f"{state_dir} holds the saved state of an unfinished reproduction; resume it "
+                                  "(resume=True; --resume on the command line) or delete that folder to start again")
+        try:
+            saved = json.loads(recorded.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ValueError(f"{recorded} cannot be read ({exc}); delete {state_dir} to start again") from None
+        saved = saved if isinstance(saved, dict) else {}
+        differences = [f"{key} was {saved.get(key, 'not set')!r}, now {value!r}"
+                       for key, value in settings.items() if saved.get(key) != value]
+        if differences:
+            raise ValueError(f"{state_dir} holds a reproduction with other settings: {'; '.join(differences)}. Repeat "
+                             "them to resume it, or delete that folder to start again")
+        return state_dir
+    if state_dir.exists() and not state_dir.is_dir():
+        raise NotADirectoryError(f"state_dir {str(state_dir)!r} exists and is not a folder")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    _io.write_file(recorded, json.dumps(settings, indent=2) + "\n", what="the reproduction's settings")
+    return state_dir
+
+
+def discard_state(state_dir: str | os.PathLike) -> None:
+    """Remove a reproduction's training state (what ``reproduce`` and its engines wrote in
+    ``state_dir``, nothing else), then the folder if that leaves it empty."""
+    state_dir = Path(state_dir)
+    if not state_dir.is_dir():
+        return
+    ours = [state_dir / STATE_CONFIG, state_dir / "batched.ckpt", *state_dir.glob("loop-*-seed*.ckpt")]
+    for path in ours:
+        path.unlink(missing_ok=True)
+    _io.remove_stale_temporaries(state_dir, older_than=0)
+    try:
+        state_dir.rmdir()
+    except OSError:
+        pass
