@@ -3,14 +3,16 @@
 One job per module: ``data`` (data sets), ``nn`` (building blocks), ``models`` (architectures),
 ``losses`` (terms), ``objectives`` (what is minimised), ``train`` (the loop), ``plots`` (figures),
 ``pca`` (PCA and probabilistic PCA), ``estimators`` (log-likelihood estimates: IWAE, exact pPCA),
+``evaluation`` (held-out error, linear probes, novelty scores), ``cli`` (``python -m vaelib``),
 ``probability`` (entropy, KL divergences, MLE/MAP regression, a closed-form latent-variable toy),
 ``checkpoint`` (training state in safetensors + JSON files, saved atomically, never unpickled),
 ``engine`` (many VAE runs trained as one computation: ``fit_batched``).
 """
-from vaelib.models import (VAE, Autoencoder, ConvAutoencoder, DenoisingAutoencoder, SparseAutoencoder,
-                           TiedAutoencoder)
+from vaelib.models import (AAE, CVAE, VAE, Autoencoder, ConvAutoencoder, DenoisingAutoencoder, SparseAutoencoder,
+                           TiedAutoencoder, append_labels)
 from vaelib.objectives import (ELBO, GECO, KLConstrained, KoLagrangian, Reconstruction, SigmaVAE,
                                SparseReconstruction, make_objective)
+from vaelib.adversarial import AdversarialRegularizer
 from vaelib.pretrain import pretrain_layerwise
 from vaelib.seeding import seed_everything
 from vaelib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -23,4 +25,5 @@ __all__ = ["VAE", "Autoencoder", "ELBO", "GECO", "SigmaVAE", "make_objective", "
            "seed_everything",
            "ConvAutoencoder", "DenoisingAutoencoder", "SparseAutoencoder", "TiedAutoencoder",
            "SparseReconstruction", "pretrain_layerwise",
-           "CheckpointError", "load_checkpoint", "load_model", "register_model", "save_checkpoint", "fit_batched"]
+           "CheckpointError", "load_checkpoint", "load_model", "register_model", "save_checkpoint", "fit_batched",
+           "AAE", "CVAE", "AdversarialRegularizer", "append_labels"]

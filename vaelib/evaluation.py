@@ -1,0 +1,161 @@
+"""How good is a trained model on data it did not train on? Measures the chapters share.
+
+* ``reconstruction_errors`` and ``heldout_error``: the squared reconstruction error per point and
+  its mean, on held-out data, optionally with the model shown other (e.g. noisy) inputs.
+* ``linear_probe_accuracy``: how well a linear classifier reads the classes from a code.
+* ``roc_auc``: how well a score separates two groups, e.g. novelty scores of unseen classes.
+* ``energy_concentration``: how much of each dictionary atom lies in its few strongest pixels.
+* ``implied_decoder_variance``: the Gaussian decoder variance a training objective stands for,
+  which a log-likelihood estimate needs (see ``vaelib.estimators``).
+
+Every function leaves the model and the global random state as it found them.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from vaelib import _checks
+from vaelib.losses import squared_error
+
+
+@torch.no_grad()
+def reconstruction_errors(model: nn.Module, x: torch.Tensor, *, seen: torch.Tensor | None = None) -> torch.Tensor:
+    """||x_i - x_hat_i||^2 for each point (shape (n,)), where x_hat reconstructs ``seen`` (x itself
+    by default): the error against the clean x of a model shown corrupted inputs, say.
+
+    The model runs in evaluation mode (a denoising model does not corrupt its input), without
+    gradients, and is then put back in the mode it was in. A model that takes its sampling noise as
+    an argument (``forward(x, noise)``, see ``vaelib.models.base``: the VAEs) is given zero noise,
+    so its reconstruction is the decoder's mean at the posterior mean and the error deterministic;
+    a Bernoulli decoder's reconstruction is its pixel probabilities. A model whose output has a
+    ``target`` (a conditional model) is scored on the features it reconstructs, the first columns.
+    "Deep and tied" uses the errors as novelty scores s(x).
+    """
+    seen = x if seen is None else seen
+    if not isinstance(x, torch.Tensor) or not isinstance(seen, torch.Tensor) or x.shape != seen.shape:
+        raise ValueError(f"x and seen must be tensors of the same shape (n, d), got "
+                         f"{_shape_of(x)} and {_shape_of(seen)}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            if "noise" in inspect.signature(model.forward).parameters and hasattr(model, "latent_dim"):
+                out = model(seen, noise=seen.new_zeros(len(seen), model.latent_dim))
+            else:
+                out = model(seen)
+    finally:
+        model.train(was_training)
+    recon = torch.sigmoid(out.recon) if out.recon_is_logits else out.recon
+    return squared_error(x if out.target is None else x[..., :out.target.shape[-1]], recon)
+
+
+def heldout_error(model: nn.Module, x: torch.Tensor, *, seen: torch.Tensor | None = None) -> float:
+    """(1/n)·||X - X_hat||_F^2 on held-out data: the mean of ``reconstruction_errors``.
+
+    The test error of "Deep and tied" and "Convolutional"; with ``seen`` a noisy copy of x, the
+    error against the clean images that "Denoising and sparse" measures.
+    """
+    return reconstruction_errors(model, x, seen=seen).mean().item()
+
+
+@torch.no_grad()
+def linear_probe_accuracy(encode: Callable[[torch.Tensor], torch.Tensor], x_train: torch.Tensor,
+                          y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
+                          max_iter: int = 2000) -> float:
+    """The test accuracy of a logistic regression trained on the codes ``encode(x_train)``.
+
+    A linear probe: it asks how much of the class a code makes linearly readable, without training
+    the encoder any further ("Deep and tied"). ``encode`` maps (n, d) data to (n, k) codes; an
+    encoder that returns a VAE's ``(mu, logvar)`` is read through mu.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    _checks.positive_int("max_iter", max_iter)
+    train_codes, test_codes = _code(encode, x_train), _code(encode, x_test)
+    classifier = LogisticRegression(max_iter=max_iter).fit(train_codes, _numpy(y_train))
+    return float(classifier.score(test_codes, _numpy(y_test)))
+
+
+def roc_auc(scores: torch.Tensor, is_positive: torch.Tensor) -> float:
+    """The area under the ROC curve of ``scores`` for telling positives from negatives.
+
+    It is the probability that a random positive scores higher than a random negative (ties count
+    one half): 0.5 for a score that knows nothing, 1 for one that separates the groups. In
+    "Deep and tied" the scores are reconstruction errors and the positives the unseen digits.
+    """
+    scores = torch.as_tensor(scores).detach().double().cpu().flatten()
+    positive = torch.as_tensor(is_positive).detach().bool().cpu().flatten()
+    if scores.shape != positive.shape:
+        raise ValueError(f"scores and is_positive must have the same number of entries, got {len(scores)} "
+                         f"and {len(positive)}")
+    n_positive = int(positive.sum())
+    n_negative = len(positive) - n_positive
+    if n_positive == 0 or n_negative == 0:
+        raise ValueError(f"roc_auc needs both groups: got {n_positive} positives and {n_negative} negatives")
+    if not torch.isfinite(scores).all():
+        raise ValueError("scores hold NaN or infinite values")
+    order = scores.argsort()
+    _, group, counts = torch.unique_consecutive(scores[order], return_inverse=True, return_counts=True)
+    mean_rank = counts.cumsum(0).double() - (counts.double() - 1) / 2   # tied scores share their mean rank
+    ranks = torch.empty_like(scores)
+    ranks[order] = mean_rank[group]
+    wins = ranks[positive].sum().item() - n_positive * (n_positive + 1) / 2   # Mann-Whitney U
+    return wins / (n_positive * n_negative)
+
+
+def energy_concentration(atoms: torch.Tensor, top: int = 8) -> float:
+    """The share of each row's energy (sum of squares) in its ``top`` largest entries, averaged
+    over the rows: near top/d for broad atoms, near 1 for atoms made of a few pixels.
+
+    "Denoising and sparse" measures the decoder atoms of sparse autoencoders (one row per unit).
+    """
+    if not isinstance(atoms, torch.Tensor) or atoms.dim() != 2:
+        raise ValueError(f"atoms must be a tensor of shape (units, pixels), got {_shape_of(atoms)}")
+    _checks.positive_int("top", top)
+    if top > atoms.shape[1]:
+        raise ValueError(f"top must be at most the number of entries per atom, {atoms.shape[1]}, got {top}")
+    energy = atoms.detach().pow(2)
+    strongest = energy.sort(dim=1, descending=True).values[:, :top]
+    return (strongest.sum(dim=1) / energy.sum(dim=1)).mean().item()
+
+
+def implied_decoder_variance(objective: nn.Module) -> float | None:
+    """The variance sigma^2 of the Gaussian decoder whose negative ELBO, R / (2·sigma^2) + KL plus
+    a constant, is ``objective``'s loss up to a positive factor: sigma^2 = w_KL / (2·w_R), with w_R
+    and w_KL the weights of the reconstruction and KL terms, the multiplier alpha included.
+
+    ``ELBO(beta)`` gives beta/2 (1/2 for the plain ELBO), Ko & Ko's eq. 7 alpha / (2·(1 + alpha)).
+    A log-likelihood estimate (``vaelib.estimators``) is consistent with the training when it uses
+    this variance. Returns None where no constant variance is implied: an objective outside the
+    VAE family, the sigma-VAE's calibrated likelihood, a KL summed over the batch (its weight then
+    depends on the batch size), or a weight of zero.
+    """
+    form = getattr(objective, "form", None)
+    if form is None or form.likelihood != "fixed" or form.kl_reduction != "mean":
+        return None
+    alpha = getattr(objective, "alpha", None)
+    alpha = 0.0 if alpha is None else float(torch.as_tensor(alpha).detach())
+    recon_weight = form.recon_weight + alpha * form.constraint_recon
+    kl_weight = form.kl_weight + alpha * form.constraint_kl
+    if recon_weight <= 0 or kl_weight <= 0:
+        return None
+    return kl_weight / (2 * recon_weight)
+
+
+def _code(encode, x: torch.Tensor):
+    code = encode(x)
+    if isinstance(code, tuple):  # a VAE's (mu, logvar)
+        code = code[0]
+    return _numpy(code)
+
+
+def _numpy(t):
+    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t
+
+
+def _shape_of(value) -> str:
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
