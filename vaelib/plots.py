@@ -253,3 +253,96 @@ def overlaid_histograms(groups: Mapping[str, object], *, xlabel: str, title: str
     ax.set_xlabel(xlabel); ax.set_ylabel("density"); ax.set_title(title)
     ax.legend()
     return ax
+
+
+def labelled_mosaic(images, shape: tuple[int, int], column_labels: Sequence, *, xlabel: str = "",
+                    ylabel: str = "", title: str = "", ax=None, gap: int = 1):
+    """A table of images, shape (rows, columns, h*w), with a label under each column (e.g. the
+    class a conditional model was given) and the axis titles ``xlabel`` and ``ylabel``."""
+    images = _np(images)
+    if images.ndim != 3 or images.shape[1] != len(column_labels):
+        raise ValueError(f"images must have shape (rows, columns, h*w) with one column per label "
+                         f"({len(column_labels)}), got {images.shape}")
+    rows, cols = images.shape[:2]
+    ax = image_mosaic(images.reshape(rows * cols, -1), shape, rows=rows, title=title, ax=ax, gap=gap)
+    ax.axis("on")
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    width = shape[1]
+    ax.set_xticks([gap + c * (width + gap) + (width - 1) / 2 for c in range(cols)], [str(v) for v in column_labels])
+    ax.set_yticks([])
+    ax.tick_params(length=0)
+    ax.set_xlabel(xlabel); ax.set_ylabel(ylabel)
+    return ax
+
+
+def codes_against_prior(codes: Mapping[str, object], prior, title: str = ""):
+    """One panel per named set of 2-D codes (an aggregate posterior), drawn over draws from the
+    prior in grey, each panel with its own limits, equal aspect and a legend."""
+    prior = _np(prior)
+    fig, axes = plt.subplots(1, len(codes), figsize=(2.9 * len(codes), 3.4), squeeze=False)
+    for i, (ax, (name, z)) in enumerate(zip(axes[0], codes.items())):
+        z = _np(z)
+        ax.scatter(prior[:, 0], prior[:, 1], s=3, color="0.65", alpha=0.5, linewidths=0, label="prior N(0, I)")
+        ax.scatter(z[:, 0], z[:, 1], s=3, color=PALETTE[i % len(PALETTE)], alpha=0.6, linewidths=0, label=name)
+        ax.set_xlabel("$z_1$"); ax.set_ylabel("$z_2$"); ax.set_title(name)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.legend(markerscale=4, loc="upper right", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def radial_profiles(clouds: Mapping[str, object], surface=None, r_max: float | None = None, columns: int = 3,
+                    title: str = ""):
+    """Points of a radially symmetric 3-D surface z = f(sqrt(x^2 + y^2)) seen from the side: one
+    panel per named cloud, the radius r on the x-axis and z on the y-axis, with the noiseless
+    profile ``surface(r)`` drawn in black. Where a 3-D view hides them, this shows points that
+    leave the surface and radii the samples do not reach. Used by the comparison chapter."""
+    clouds = {name: _np(points) for name, points in clouds.items()}
+    r_max = r_max or max(float(np.hypot(p[:, 0], p[:, 1]).max()) for p in clouds.values())
+    rows = -(-len(clouds) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.0 * rows), squeeze=False,
+                             sharex=True, sharey=True)
+    grid = np.linspace(0, r_max, 200)
+    for i, (ax, (name, points)) in enumerate(zip(axes.flat, clouds.items())):
+        ax.scatter(np.hypot(points[:, 0], points[:, 1]), points[:, 2], s=1.5, alpha=0.35, linewidths=0,
+                   color=PALETTE[i % len(PALETTE)], rasterized=True)
+        if surface is not None:
+            ax.plot(grid, surface(grid), color="black", lw=1, label="noiseless surface")
+        ax.set_title(name)
+    for ax in axes.flat[len(clouds):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("radius r = √(x² + y²)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("z")
+    if surface is not None:
+        axes.flat[0].legend(loc="lower left", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def bound_curves(runs: Mapping[str, Mapping[str, Sequence[float]]], *, points_per_epoch: int, title: str = "",
+                 ylabel: str = "mean ELBO (nats per image)", ax=None):
+    """A bound against the number of training points processed, on a log axis: Kingma & Welling's Fig. 2.
+
+    ``runs`` maps each run's name to its named curves, each recorded at the start and after every
+    epoch (what ``vaelib.estimators.BoundMonitor`` records), e.g. ``{"latent 2": {"training": [...],
+    "held-out": [...]}}``. The start is not drawn (a log axis has no 0). One colour per run; within
+    a run the curves are dashed, solid, dotted, in their order.
+    """
+    _checks.positive_int("points_per_epoch", points_per_epoch)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4.6))
+    for i, (run, curves) in enumerate(runs.items()):
+        for style, (name, values) in zip(("--", "-", ":"), curves.items()):
+            seen = np.arange(1, len(values)) * points_per_epoch
+            ax.plot(seen, list(values)[1:], ls=style, marker="o", ms=3, color=PALETTE[i % len(PALETTE)],
+                    label=f"{run}, {name}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training points processed"); ax.set_ylabel(ylabel); ax.set_title(title)
+    ax.legend(fontsize=9, ncol=2 if sum(len(c) for c in runs.values()) > 4 else 1)
+    return ax

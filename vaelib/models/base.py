@@ -42,7 +42,10 @@ class ModelOutput:
 
     ``recon`` is the reconstruction on the data scale (or the decoder's logits when
     ``recon_is_logits``); ``z`` is the code that was decoded. VAEs also fill ``mu`` and ``logvar``,
-    the mean and log-variance of the Gaussian posterior q(z|x).
+    the mean and log-variance of the Gaussian posterior q(z|x). ``target`` is what ``recon``
+    reconstructs when that is not the whole input row: a conditional model reads its label in
+    the row's last columns and reconstructs only the features before them. Objectives score
+    ``recon`` against ``target``, or against the input when it is None.
     """
 
     recon: torch.Tensor
@@ -50,6 +53,7 @@ class ModelOutput:
     mu: torch.Tensor | None = None
     logvar: torch.Tensor | None = None
     recon_is_logits: bool = False
+    target: torch.Tensor | None = None
 
 
 def register_model(cls: type[nn.Module]) -> type[nn.Module]:
