@@ -16,7 +16,6 @@ from vaelib import _checks
 from vaelib.engine import fit_batched
 from vaelib.models import VAE
 from vaelib.objectives import Objective
-from vaelib.plots import PALETTE
 from vaelib.seeding import seed_everything
 from vaelib.train import History
 
@@ -72,29 +71,38 @@ def format_summary(summary: Mapping[str, Mapping[str, tuple[float, float]]],
     return "\n".join(lines)
 
 
+# Colour and line style per variant: the Okabe-Ito colours without yellow, each variant also with
+# its own dash pattern so that no two are told apart by colour alone.
+_STYLES = [("#0072B2", "-"), ("#D55E00", "--"), ("#009E73", "-."), ("#CC79A7", ":"), ("#000000", (0, (5, 1, 1, 1))),
+           ("#56B4E9", (0, (3, 1))), ("#E69F00", (0, (1, 1)))]
+
+
 def plot_multiplier_dynamics(runs: Sequence[Run], delta: float, title: str = ""):
-    """Three panels over epochs, one line per run: alpha, the KL (with delta) and the reconstruction error."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(dict.fromkeys(r.variant for r in runs))}
+    """Three stacked panels over epochs, one line per run: alpha, the KL (with delta) and the
+    reconstruction error; each variant has its own colour and dash pattern."""
+    fig, axes = plt.subplots(3, 1, figsize=(8.0, 10.5), sharex=True)
+    variants = list(dict.fromkeys(r.variant for r in runs))
+    styles = {name: _STYLES[i % len(_STYLES)] for i, name in enumerate(variants)}
     for run in runs:
         epochs = np.arange(1, len(run.history) + 1)
         first = run.seed == min(r.seed for r in runs if r.variant == run.variant)
-        label = run.variant if first else None
+        colour, dashes = styles[run.variant]
+        style = {"color": colour, "ls": dashes, "lw": 1.4, "label": run.variant if first else None}
         if "alpha" in run.history.terms:
-            axes[0].plot(epochs, run.history["alpha"], color=colours[run.variant], label=label, lw=1.2)
-        axes[1].plot(epochs, run.history["kl"], color=colours[run.variant], label=label, lw=1.2)
-        axes[2].plot(epochs, run.history["recon"], color=colours[run.variant], label=label, lw=1.2)
+            axes[0].plot(epochs, run.history["alpha"], **style)
+        axes[1].plot(epochs, run.history["kl"], **style)
+        axes[2].plot(epochs, run.history["recon"], **style)
     axes[0].set_yscale("symlog", linthresh=1e-3)
-    axes[0].set_ylabel("multiplier α")
-    axes[1].axhline(delta, color="black", ls=":", label=f"δ = {delta:g}")
+    axes[0].set_ylabel("multiplier α (symlog)")
+    axes[1].axhline(delta, color="0.4", lw=2.5, alpha=0.5, label=f"δ = {delta:g}")
     axes[1].set_yscale("log")
     axes[1].set_ylabel("KL per point (nats)")
     axes[2].set_yscale("log")
     axes[2].set_ylabel("reconstruction error R")
+    axes[2].set_xlabel("epoch")
     for ax, panel in zip(axes, ("the multiplier", "the divergence and its bound", "reconstruction")):
-        ax.set_xlabel("epoch")
         ax.set_title(panel)
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=9, ncol=2)
     if title:
         fig.suptitle(title)
     return fig
