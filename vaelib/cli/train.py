@@ -48,12 +48,18 @@ a --config file (TOML) holds the same settings as the flags:
 """ + "\n".join(f"  {line}".rstrip() for line in CONFIG_EXAMPLE.splitlines())
 
 
+# Registered models this command cannot train from a file and an objective's name alone: the CVAE
+# needs a label appended to every row (vaelib.append_labels), the AAE its adversarial objective
+# (vaelib.adversarial.AdversarialRegularizer, which owns a discriminator): train them from Python.
+NOT_FROM_FILES = frozenset({"CVAE", "AAE"})
+
+
 def tabular_models() -> dict[str, type]:
     """The registered model classes that take ``in_dim`` (rows of numbers), by lower-case name."""
     from vaelib.models import registered_models
 
     return {name.lower(): cls for name, cls in registered_models().items()
-            if "in_dim" in inspect.signature(cls.__init__).parameters}
+            if "in_dim" in inspect.signature(cls.__init__).parameters and name not in NOT_FROM_FILES}
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
