@@ -42,14 +42,25 @@ def scatter3d(ax, points, title: str = "", color: str | None = None, size: float
 
 
 def point_clouds_3d(clouds: Mapping[str, object], suptitle: str = "", size: float = 1.0):
-    """Side-by-side 3-D scatter plots sharing the limits of the first cloud (the data)."""
+    """Side-by-side 3-D scatter plots sharing the limits of the first cloud (the data).
+
+    A cloud that has collapsed to a spot (its spread under 1% of the data's) would be an invisible
+    dot at these limits: it is drawn with large markers and its panel says where the spot is."""
     fig = plt.figure(figsize=(4.2 * len(clouds), 4.2))
     first = _np(next(iter(clouds.values())))
-    pad = 0.1 * (first.max(0) - first.min(0))
+    extent = first.max(0) - first.min(0)
+    pad = 0.1 * extent
     limits = list(zip(first.min(0) - pad, first.max(0) + pad))
     for i, (title, pts) in enumerate(clouds.items()):
         ax = fig.add_subplot(1, len(clouds), i + 1, projection="3d")
-        scatter3d(ax, pts, title=title, color=PALETTE[i % len(PALETTE)], size=size, limits=limits)
+        points = _np(pts)
+        spread = points.max(0) - points.min(0)
+        collapsed = bool((spread < 0.01 * extent).all())
+        if collapsed:
+            centre = ", ".join(f"{v:.2f}" for v in points.mean(0))
+            title = f"{title}\n(all within {spread.max():.1g} of ({centre}))"
+        scatter3d(ax, points, title=title, color=PALETTE[i % len(PALETTE)], size=40 if collapsed else size,
+                  limits=limits)
     if suptitle:
         fig.suptitle(suptitle)
     return fig
