@@ -123,6 +123,7 @@ from vaelib.engine import BACKENDS, RunDiverged, fit_batched, kernel_covers
 from vaelib.losses import gaussian_kl
 from vaelib.models.base import build_model, registered_models
 from vaelib.objectives import OBJECTIVES, kl_term, make_objective, reconstruction_term
+from vaelib.tables import render_table
 from vaelib.train import OPTIMIZERS
 
 # Part of every run's key: bump it when the meaning of a spec or of a result changes.
@@ -609,9 +610,10 @@ class SweepResult:
     seconds: float
     ignored_files: list[Path]
 
-    def summary_table(self) -> str:
-        """The summary as text: one line per combination of the axes, mean ± std of each metric."""
-        return format_summary(self.summary, self.axes)
+    def summary_table(self, style: str = "text") -> str:
+        """The summary, one line per combination of the axes, mean ± std of each metric, as text
+        (a terminal) or Markdown (a notebook page); see ``vaelib.tables``."""
+        return format_summary(self.summary, self.axes, style)
 
 
 def run_sweep(spec: str | os.PathLike | Sweep, out: str | os.PathLike, *, scheduler: str | None = None,
@@ -810,8 +812,8 @@ def _metric_columns(rows: Sequence[Mapping]) -> list[str]:
     return sorted(columns, key=lambda c: not c.startswith("eval_"))
 
 
-def format_summary(summary: Sequence[Mapping], axes: Sequence[str]) -> str:
-    """A summary as a text table: the axes, runs, then mean ± std of each eval_ column (of the final_
+def format_summary(summary: Sequence[Mapping], axes: Sequence[str], style: str = "text") -> str:
+    """A summary as a table: the axes, runs, then mean ± std of each eval_ column (of the final_
     columns when no metric was evaluated)."""
     keys = [axis for axis in axes if axis != "seed"]
     names = [c[:-5] for c in (summary[0] if summary else {}) if c.endswith("_mean")]
@@ -819,8 +821,7 @@ def format_summary(summary: Sequence[Mapping], axes: Sequence[str]) -> str:
     header = [*keys, "runs", *(c.removeprefix("eval_") for c in shown)]
     lines = [[("" if entry[k] is None else str(entry[k])) for k in keys] + [str(entry["runs"])]
              + [_mean_std_text(entry[f"{c}_mean"], entry[f"{c}_std"]) for c in shown] for entry in summary]
-    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header, *lines])
+    return render_table(header, lines, style)
 
 
 def _mean_std_text(mean: float | None, std: float | None) -> str:

@@ -40,6 +40,7 @@ from vaelib.metrics import NoiseLevel, cosine_sample_quality, median_bandwidth, 
 from vaelib.models import VAE
 from vaelib.objectives import ELBO, GECO, ConstrainedObjective, KLConstrained, KoLagrangian, Objective, SigmaVAE
 from vaelib.seeding import seed_everything
+from vaelib.tables import render_table
 from vaelib.train import History
 
 # The sample-quality metrics of the table, in this order, with their labels and which way is better.
@@ -233,11 +234,9 @@ def best_settings(table: Sequence[dict], metric: str = "mmd2") -> dict[str, dict
 
 def format_table(table: Sequence[dict], noise: dict[str, NoiseLevel] | None = None, style: str = "markdown",
                  keys: Sequence[str] = ("recon", "recon_at_mean", "kl", "alpha", *QUALITY)) -> str:
-    """The comparison as a Markdown or plain-text table: mean ± std over seeds, with a first row
-    for fresh data (the noise level: the best a generator can score) when ``noise`` is given."""
-    _checks.one_of("style", style, ("markdown", "text"))
+    """The comparison in a ``vaelib.tables`` style: mean ± std over seeds, with a first row for
+    fresh data (the noise level: the best a generator can score) when ``noise`` is given."""
     labels = {**FIT, **{k: v[0] for k, v in QUALITY.items()}}
-    header = ["objective", *(labels[k] for k in keys)]
     rows = []
     if noise is not None:
         rows.append(["fresh data (noise level)",
@@ -248,11 +247,7 @@ def format_table(table: Sequence[dict], noise: dict[str, NoiseLevel] | None = No
             mean, std = entry[key]
             cells.append("–" if math.isnan(mean) else f"{mean:.3g} ± {std:.2g}")
         rows.append([entry["label"], *cells])
-    if style == "markdown":
-        return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                          *("| " + " | ".join(row) + " |" for row in rows)])
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows])
+    return render_table(["objective", *(labels[k] for k in keys)], rows, style)
 
 
 # Colours and markers of the methods in the figures: the Okabe-Ito palette without its yellow.

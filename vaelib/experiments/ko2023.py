@@ -26,7 +26,6 @@ step size's role.
 """
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -48,6 +47,7 @@ from vaelib.nn import ACTIVATIONS
 from vaelib.objectives import ALPHA_RULES, ELBO, KL_REDUCTIONS, KoLagrangian, Objective
 from vaelib.pca import fit_pca
 from vaelib.seeding import seed_everything
+from vaelib.tables import render_table
 from vaelib.train import OPTIMIZERS, History, check_lr, fit
 
 OBJECTIVES = ("proposed", "elbo")
@@ -356,21 +356,18 @@ class Reproduction:
         return {"config": asdict(self.config), "paper": PAPER_TABLE1, "ours": self.ours, "runs": runs,
                 "figure1_sample_quality": self.sample_quality}
 
-    def sample_quality_table(self) -> str:
-        """Figure 1's clouds measured (see ``figure1_quality``), as aligned plain text."""
-        header = ["cloud", *QUALITY_LABELS.values()]
+    def sample_quality_table(self, style: str = "text", title: bool = True) -> str:
+        """Figure 1's clouds measured (see ``figure1_quality``), in a ``vaelib.tables`` style."""
         rows = [[name, *(f"{self.sample_quality[name][key]:.4g}" for key in QUALITY_LABELS)]
                 for name in self.sample_quality]
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        title = (f"Figure 1's samples against fresh data ({QUALITY_POINTS:,} points each; "
-                 "'data' is a second fresh draw of the data)")
-        return "\n".join([title, *("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
-                                   for row in [header, *rows])])
+        caption = (f"Figure 1's samples against fresh data ({QUALITY_POINTS:,} points each; "
+                   "'data' is a second fresh draw of the data)")
+        return render_table(["cloud", *QUALITY_LABELS.values()], rows, style, caption if title else None)
 
-    def table(self, style: str = "text") -> str:
+    def table(self, style: str = "text", title: bool = True) -> str:
         """Table 1 in the paper's layout, our row above the paper's for each objective
         (``style``: "text", "markdown" or "html", see ``format_table``)."""
-        return format_table(self.ours, self.config, style=style)
+        return format_table(self.ours, self.config, style=style, title=title)
 
     def figure(self):
         """Figure 1 (see ``figure1``)."""
@@ -519,36 +516,20 @@ def _format_cell(stats: Mapping | None) -> str:
     return f"{mean:.0f} ± {spread}" if large else f"{mean:.4g} ± {spread}"
 
 
-TABLE_STYLES = ("text", "markdown", "html")
-
-
-def format_table(ours: Mapping[str, Mapping], config: Ko2023Config, style: str = "text") -> str:
+def format_table(ours: Mapping[str, Mapping], config: Ko2023Config, style: str = "text", title: bool = True) -> str:
     """Table 1 for each objective, our row then the paper's, as aligned plain text (a terminal),
-    a Markdown table (a README) or an HTML table (a notebook: ``IPython.display.HTML``)."""
-    _checks.one_of("style", style, TABLE_STYLES)
+    a Markdown table (a README) or an HTML table (a notebook: ``IPython.display.HTML``); the title
+    says what the numbers are (a book page that captions the table leaves it out)."""
     unit = f"summed over the {config.n_points:,} points" if config.kl_reduction == "sum" else "per point"
-    title = (f"Table 1: mean ± std over {config.runs} runs of {config.epochs} epochs "
-             f"(R per point; KL in nats, {unit})")
-    header = ["objective", "source", *COLUMNS.values()]
+    caption = (f"Table 1: mean ± std over {config.runs} runs of {config.epochs} epochs "
+               f"(R per point; KL in nats, {unit})")
     rows = []
     for objective in OBJECTIVES:
         for source, table in (("ours", ours), ("paper", PAPER_TABLE1)):
             stats = table.get(objective, {})
             rows.append([OBJECTIVE_LABELS[objective] if source == "ours" else "", source,
                          *(_format_cell(stats.get(name)) for name in COLUMNS)])
-    if style == "markdown":
-        lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
-    if style == "html":
-        cells = lambda tag, row: "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row)
-        body = "".join(f"<tr>{cells('td', row)}</tr>" for row in rows)
-        return (f"<table><caption>{html.escape(title)}</caption><thead><tr>{cells('th', header)}</tr></thead>"
-                f"<tbody>{body}</tbody></table>")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines)
+    return render_table(["objective", "source", *COLUMNS.values()], rows, style, caption if title else None)
 
 
 def prepare_output_dir(out_dir: str | os.PathLike) -> Path:
