@@ -183,3 +183,20 @@ def test_the_number_check_catches_an_unglued_number_and_accepts_the_allowed_ones
                                     "nbformat_minor": 5}))
     flagged = [line.split(": ", 1)[1].split(" in ")[0] for line in unexplained_numbers(notebook)]
     assert flagged == ["'147'", "'32'"], flagged
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebooks_are_valid_nbformat_and_stored_without_outputs(notebook):
+    import json
+
+    import nbformat
+
+    raw = json.loads(notebook.read_text())
+    if (raw["nbformat"], raw["nbformat_minor"]) >= (4, 5):  # nbformat.read would invent missing ids
+        missing = [index for index, cell in enumerate(raw["cells"]) if "id" not in cell]
+        assert not missing, f"{notebook.name}: cells {missing} have no id (nbformat 4.5 requires one)"
+    nb = nbformat.read(notebook, as_version=4)
+    nbformat.validate(nb)
+    stored = [index for index, cell in enumerate(nb.cells)
+              if cell.cell_type == "code" and (cell.outputs or cell.execution_count)]
+    assert not stored, f"{notebook.name}: code cells {stored} hold outputs; store notebooks without them"
