@@ -86,6 +86,7 @@ class PageReport:
     remote_requests: list[str] = field(default_factory=list)
     raw_tex: list[str] = field(default_factory=list)
     facts: dict = field(default_factory=dict)
+    layout: dict = field(default_factory=dict)  # LAYOUT_FACTS_JS at the desktop width
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -113,7 +114,7 @@ def browser_context():
                     "or run `apt-get install chromium`")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context = browser.new_context(viewport=DESKTOP)  # the first visit also measures the desktop layout
         context.set_default_timeout(PAGE_TIMEOUT_MS)
         yield context
         context.close()
@@ -162,6 +163,7 @@ def _visit(context, url: str, redirects: bool = False, screenshot_to: Path | Non
             report.failed_requests.extend(f"{request} (still pending after {NETWORK_IDLE_TIMEOUT_MS} ms)"
                                           for request in sorted(pending))
         report.facts = page.evaluate(PAGE_FACTS_JS)
+        report.layout = page.evaluate(LAYOUT_FACTS_JS)
         report.raw_tex = sorted(set(RAW_TEX.findall(page.evaluate(VISIBLE_PROSE_JS))))
         if screenshot_to is not None:
             screenshot_to.parent.mkdir(parents=True, exist_ok=True)
@@ -186,10 +188,12 @@ def book_pages(built_book):
 @pytest.fixture(scope="session")
 def reports(browser_context, book_url, book_pages, built_book) -> dict[str, PageReport]:
     """Visit every page once, in turn; the tests below read what the visits recorded."""
-    screenshot = built_book.parent / "screenshots" / "autoencoder.png"
+    screenshots = built_book.parent / "screenshots"
+    targets = {SCREENSHOT_PAGE: screenshots / "autoencoder.png",
+               **{page: screenshots / f"{Path(page).stem}-{DESKTOP['width']}px.png" for page in SCREENSHOT_PAGES}}
     return {page: _visit(browser_context, book_url + page,
                          redirects='http-equiv="refresh"' in (built_book / page).read_text(encoding="utf-8").lower(),
-                         screenshot_to=screenshot if page == SCREENSHOT_PAGE else None)
+                         screenshot_to=targets.get(page))
             for page in book_pages}
 
 
@@ -370,9 +374,9 @@ def _layouts(browser_context, book_url, pages, viewport, screenshots: Path) -> d
 
 
 @pytest.fixture(scope="session")
-def desktop(browser_context, book_url, book_pages, built_book) -> dict[str, Layout]:
-    return _layouts(browser_context, book_url, _book_chapter_pages(book_pages), DESKTOP,
-                    built_book.parent / "screenshots")
+def desktop(reports, book_pages) -> dict[str, Layout]:
+    """The chapters' layout at 1400 px, measured during the visit of every page (one visit each)."""
+    return {page: Layout(page, DESKTOP["width"], reports[page].layout) for page in _book_chapter_pages(book_pages)}
 
 
 @pytest.fixture(scope="session")

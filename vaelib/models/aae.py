@@ -12,16 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from vaelib import _checks
 from vaelib.models.base import ModelOutput, register_model
-from vaelib.models.vae import DECODERS
-from vaelib.nn import ACTIVATIONS, mlp
+from vaelib.models.vae import LatentMLP
 
 
 @register_model
-class AAE(nn.Module):
+class AAE(LatentMLP):
     """An MLP encoder z = f_e(x) and decoder f_d(z) with the prior N(0, I) to sample codes from.
 
     ``hidden`` lists the encoder's hidden layer sizes; the decoder mirrors them. ``decoder`` as in
@@ -31,36 +29,13 @@ class AAE(nn.Module):
 
     def __init__(self, in_dim: int, latent_dim: int = 2, hidden: Sequence[int] = (32,),
                  activation: str = "ptanh", decoder: str = "gaussian"):
-        super().__init__()
-        _checks.positive_int("in_dim", in_dim)
-        _checks.positive_int("latent_dim", latent_dim)
-        hidden = _checks.positive_int_sequence("hidden", hidden)
-        _checks.one_of("activation", activation, ACTIVATIONS)
-        _checks.one_of("decoder", decoder, DECODERS)
-        self.in_dim, self.latent_dim, self.decoder_kind = in_dim, latent_dim, decoder
-        self.encoder = mlp([in_dim, *hidden, latent_dim], activation)
-        self.decoder = mlp([latent_dim, *reversed(list(hidden)), in_dim], activation)
+        super().__init__(in_dim, latent_dim, hidden, activation, decoder, code_width=latent_dim)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The code z = f_e(x), shape (n, latent_dim)."""
         _checks.model_input("x", x, self.in_dim)
         return self.encoder(x)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """The decoder's mean of x given z (probabilities for the Bernoulli decoder)."""
-        _checks.model_input("z", z, self.latent_dim)
-        out = self.decoder(z)
-        return torch.sigmoid(out) if self.decoder_kind == "bernoulli" else out
-
     def forward(self, x: torch.Tensor) -> ModelOutput:
         z = self.encode(x)
         return ModelOutput(recon=self.decoder(z), z=z, recon_is_logits=self.decoder_kind == "bernoulli")
-
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n points decoded from z ~ N(0, I), the prior the regulariser matched the codes to."""
-        _checks.positive_int("n", n)
-        p = next(self.parameters())
-        z = torch.randn(n, self.latent_dim, generator=generator, dtype=p.dtype,
-                        device=p.device if generator is None else generator.device)
-        return self.decode(z.to(p.device))
