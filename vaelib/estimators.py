@@ -4,6 +4,10 @@
   k = 1 is the ELBO, and the bound rises towards log p(x) as k grows.
 * ``marginal_log_likelihood``: that bound with a large k, used as an estimate of log p(x).
 * ``iwae_curve``: the bound averaged over the data, for a list of k (the curve that shows the gap).
+* ``decoder_log_likelihood``: log p(x | z), the one definition the estimators, wake-sleep
+  (``vaelib.wake_sleep``) and the gradient estimators (``vaelib.gradients``) share.
+* ``BoundMonitor``: the mean bound on named data sets, recorded during training (``fit``'s
+  ``on_epoch_end``): training and held-out curves against training progress.
 * ``ppca_log_likelihood``: the exact log-likelihood of probabilistic PCA, and ``ppca_as_vae``, the
   same model written as a linear-Gaussian VAE, so that the estimators can be checked where the
   answer is known.
@@ -52,8 +56,9 @@ def iwae_bound(model: VAE, x: torch.Tensor, k: int, *, decoder_variance: float =
     decoder_variance · I); the default 0.5 is what ``vaelib.ELBO()``'s squared error implies (see the
     module docstring). Bernoulli decoders ignore it. ``generator`` makes the samples reproducible.
     """
-    x, log_var = _validated(model, x, k, decoder_variance)
-    chunks = [_iwae_bound_of_chunk(model, rows, k, log_var, generator) for rows in x.split(MAX_ROWS_PER_CHUNK)]
+    x = _validated(model, x, k, decoder_variance)
+    chunks = [_iwae_bound_of_chunk(model, rows, k, decoder_variance, generator)
+              for rows in x.split(MAX_ROWS_PER_CHUNK)]
     return torch.cat(chunks)
 
 
@@ -83,6 +88,34 @@ def iwae_curve(model: VAE, x: torch.Tensor, ks: Sequence[int], *,
         raise TypeError(f"ks must be a non-empty list or tuple of positive ints, got {ks!r}")
     return {k: iwae_bound(model, x, k, decoder_variance=decoder_variance, generator=generator).mean().item()
             for k in ks}
+
+
+class BoundMonitor:
+    """Records the mean IWAE bound of a model on named data sets each time it is called.
+
+    Pass it as ``on_epoch_end`` to ``vaelib.fit`` (or ``vaelib.wake_sleep.fit_wake_sleep``), and
+    call it once before training for the starting point: ``curves[name]`` then holds the bound on
+    ``data[name]`` at the start and after every epoch, e.g. on training and held-out data as
+    Kingma & Welling's Figure 2 plots them. With k = 1 (the default) the bound is the ELBO. Every
+    call draws the same samples (a generator seeded with ``seed``), so the curves move only
+    because the model does.
+    """
+
+    def __init__(self, model: VAE, data: dict[str, torch.Tensor], *, k: int = 1,
+                 decoder_variance: float = DEFAULT_DECODER_VARIANCE, seed: int = 0):
+        if not isinstance(data, dict) or not data:
+            raise TypeError(f"data must be a non-empty dict of named (n, d) tensors, got {type(data).__name__}")
+        for x in data.values():
+            _validated(model, x, k, decoder_variance)
+        self.model, self.data, self.k = model, data, k
+        self.decoder_variance, self.seed = decoder_variance, _checks.seed("seed", seed)
+        self.curves: dict[str, list[float]] = {name: [] for name in data}
+
+    def __call__(self, epoch: int | None = None, means: dict[str, float] | None = None) -> None:
+        for name, x in self.data.items():
+            generator = torch.Generator().manual_seed(self.seed)
+            bound = iwae_bound(self.model, x, self.k, decoder_variance=self.decoder_variance, generator=generator)
+            self.curves[name].append(bound.mean().item())
 
 
 @limited()
@@ -142,20 +175,35 @@ def ppca_as_vae(ppca: PPCA, posterior_variance_scale: float = 1.0) -> VAE:
     return vae
 
 
-def _validated(model, x, k, decoder_variance) -> tuple[torch.Tensor, float]:
-    """Check the arguments; return x on the model's dtype and device, and log(decoder_variance)."""
+def decoder_log_likelihood(model: VAE, x: torch.Tensor, z: torch.Tensor, *,
+                           decoder_variance: float = DEFAULT_DECODER_VARIANCE) -> torch.Tensor:
+    """log p(x | z), summed over the features: shape z.shape[:-1], in nats.
+
+    The one definition of the decoder's likelihood that the estimators, the wake-sleep algorithm
+    and the gradient estimators share: independent Bernoulli pixels for a Bernoulli decoder, else a
+    Gaussian with mean ``model.decoder(z)`` and variance ``decoder_variance`` in every coordinate.
+    z may carry leading sample dimensions: codes of shape (S, n, k) are scored against x of shape (n, d).
+    """
+    decoded = model.decoder(z)
+    x = x.expand_as(decoded)
+    if model.decoder_kind == "bernoulli":
+        return -bernoulli_nll(decoded, x)
+    return gaussian_log_density(x, decoded, math.log(decoder_variance))
+
+
+def _validated(model, x, k, decoder_variance) -> torch.Tensor:
+    """Check the arguments; return x on the model's dtype and device."""
     if not isinstance(model, VAE):
         raise TypeError(f"model must be a vaelib.VAE (an encoder q(z|x) is needed to draw the samples), "
                         f"got {type(model).__name__}")
     _checks.positive_int("k", k)
     _checks.positive_float("decoder_variance", decoder_variance)
     param = next(model.parameters())
-    x = _checks.data_matrix("x", x, model.in_dim).to(dtype=param.dtype, device=param.device)
-    return x, math.log(decoder_variance)
+    return _checks.data_matrix("x", x, model.in_dim).to(dtype=param.dtype, device=param.device)
 
 
 @torch.no_grad()
-def _iwae_bound_of_chunk(model: VAE, x: torch.Tensor, k: int, log_decoder_variance: float,
+def _iwae_bound_of_chunk(model: VAE, x: torch.Tensor, k: int, decoder_variance: float,
                          generator: torch.Generator | None) -> torch.Tensor:
     """``iwae_bound`` for at most MAX_ROWS_PER_CHUNK points, drawing the k samples in chunks."""
     mu, logvar = model.encode(x)
@@ -163,14 +211,14 @@ def _iwae_bound_of_chunk(model: VAE, x: torch.Tensor, k: int, log_decoder_varian
     total = torch.full((len(x),), -math.inf, dtype=mu.dtype, device=mu.device)
     for start in range(0, k, samples_per_chunk):
         count = min(samples_per_chunk, k - start)
-        log_w = _log_weights(model, x, mu, logvar, count, log_decoder_variance, generator)
+        log_w = _log_weights(model, x, mu, logvar, count, decoder_variance, generator)
         total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
     return total - math.log(k)
 
 
 @torch.no_grad()
 def _log_weights(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, count: int,
-                 log_decoder_variance: float, generator: torch.Generator | None) -> torch.Tensor:
+                 decoder_variance: float, generator: torch.Generator | None) -> torch.Tensor:
     """log p(x, z_i) - log q(z_i | x) for ``count`` samples z_i per point: shape (count, n)."""
     eps = torch.randn((count, *mu.shape), generator=generator, dtype=mu.dtype,
                       device=mu.device if generator is None else generator.device).to(mu.device)
@@ -178,10 +226,5 @@ def _log_weights(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Te
     # log N(z; mu, diag(exp(logvar))) written through eps = (z - mu) / sigma: no division needed.
     log_q = -0.5 * (math.log(2 * math.pi) + logvar + eps.pow(2)).sum(dim=-1)
     log_prior = -0.5 * (math.log(2 * math.pi) + z.pow(2)).sum(dim=-1)
-    decoded = model.decoder(z.reshape(-1, model.latent_dim)).reshape(count, *x.shape)
-    x_rep = x.expand_as(decoded)
-    if model.decoder_kind == "bernoulli":
-        log_likelihood = -bernoulli_nll(decoded, x_rep)
-    else:
-        log_likelihood = gaussian_log_density(x_rep, decoded, log_decoder_variance)
+    log_likelihood = decoder_log_likelihood(model, x, z, decoder_variance=decoder_variance)
     return log_likelihood + log_prior - log_q

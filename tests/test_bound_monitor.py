@@ -1,0 +1,83 @@
+"""The pieces of "Kingma and Welling's experiments" that are not wake-sleep: vaelib.estimators'
+decoder_log_likelihood and BoundMonitor, and vaelib.plots.bound_curves."""
+import math
+
+import matplotlib
+import pytest
+import torch
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+import vaelib  # noqa: E402
+from vaelib import plots  # noqa: E402
+from vaelib.estimators import BoundMonitor, decoder_log_likelihood, iwae_bound  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _model(decoder: str) -> vaelib.VAE:
+    vaelib.seed_everything(0)
+    return vaelib.VAE(6, latent_dim=2, hidden=(5,), decoder=decoder)
+
+
+def test_decoder_log_likelihood_is_the_bernoulli_and_the_gaussian_density():
+    x, z = torch.rand(4, 6).round(), torch.randn(4, 2)
+    bernoulli = _model("bernoulli")
+    p = torch.sigmoid(bernoulli.decoder(z))
+    expected = (x * p.log() + (1 - x) * (1 - p).log()).sum(dim=1)
+    assert torch.allclose(decoder_log_likelihood(bernoulli, x, z), expected, atol=1e-5)
+    gaussian = _model("gaussian")
+    mean, variance = gaussian.decoder(z), 0.3
+    expected = (-0.5 * math.log(2 * math.pi * variance) - (x - mean) ** 2 / (2 * variance)).sum(dim=1)
+    assert torch.allclose(decoder_log_likelihood(gaussian, x, z, decoder_variance=variance), expected, atol=1e-5)
+
+
+def test_decoder_log_likelihood_scores_several_codes_per_point():
+    model, x = _model("bernoulli"), torch.rand(4, 6)
+    codes = torch.randn(3, 4, 2)
+    together = decoder_log_likelihood(model, x, codes)
+    assert together.shape == (3, 4)
+    assert torch.allclose(together[1], decoder_log_likelihood(model, x, codes[1]), atol=1e-6)
+
+
+def test_the_monitor_records_the_start_and_every_epoch_with_the_same_noise():
+    model = _model("bernoulli")
+    data = {"training": torch.rand(50, 6), "held-out": torch.rand(30, 6)}
+    monitor = BoundMonitor(model, data, seed=3)
+    monitor()
+    monitor()  # nothing trained in between: the same samples give the same values
+    assert monitor.curves["training"][0] == monitor.curves["training"][1]
+    expected = iwae_bound(model, data["held-out"], 1, generator=torch.Generator().manual_seed(3))
+    assert monitor.curves["held-out"][0] == pytest.approx(expected.mean().item())
+    vaelib.fit(model, vaelib.ELBO(), data["training"], epochs=3, batch_size=10, lr=1e-2, progress=False,
+               on_epoch_end=monitor)
+    assert [len(curve) for curve in monitor.curves.values()] == [5, 5]
+    assert monitor.curves["training"][-1] > monitor.curves["training"][0]
+
+
+def test_the_monitor_refuses_what_it_cannot_measure():
+    model = _model("gaussian")
+    with pytest.raises(TypeError, match="dict"):
+        BoundMonitor(model, torch.rand(5, 6))
+    with pytest.raises(ValueError, match="features"):
+        BoundMonitor(model, {"held-out": torch.rand(5, 4)})
+    with pytest.raises(ValueError, match="k"):
+        BoundMonitor(model, {"held-out": torch.rand(5, 6)}, k=0)
+
+
+def test_bound_curves_draw_each_curve_after_the_start_on_a_log_axis():
+    runs = {"AEVB": {"training": [-500.0, -200.0, -150.0], "held-out": [-500.0, -210.0, -160.0]},
+            "wake-sleep": {"training": [-500.0, -250.0, -180.0], "held-out": [-500.0, -255.0, -185.0]}}
+    ax = plots.bound_curves(runs, points_per_epoch=1000, title="t")
+    lines = ax.get_lines()
+    assert len(lines) == 4 and ax.get_xscale() == "log"
+    assert list(lines[1].get_xdata()) == [1000, 2000] and list(lines[1].get_ydata()) == [-210.0, -160.0]
+    assert lines[0].get_linestyle() == "--" and lines[1].get_linestyle() == "-"
+    assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
+    with pytest.raises(ValueError, match="points_per_epoch"):
+        plots.bound_curves(runs, points_per_epoch=0)
