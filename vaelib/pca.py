@@ -88,3 +88,43 @@ def fit_ppca(x: torch.Tensor, k: int) -> PPCA:
                          "zero, so pPCA's noise variance would be zero; use a smaller k or add noise")
     weight = pca.components.T * (eigenvalues[:k] - noise_variance).clamp(min=0).sqrt()
     return PPCA(mean=pca.mean.to(x.dtype), weight=weight.to(x.dtype), noise_variance=float(noise_variance))
+
+
+def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The principal angles, in degrees and ascending, between the column spaces of a (d, p) and b (d, q).
+
+    Why: two bases of one subspace can look nothing alike (a linear autoencoder's decoder against
+    PCA's directions), so "the same subspace" is checked by these angles, all zero when the spaces
+    agree. There are min(p, q) of them; each column set must have full rank. Computed in float64
+    as Knyazev & Argentati (2002) do (and ``scipy.linalg.subspace_angles``): cosines for the large
+    angles, sines for the small ones, which the cosine alone resolves only to about 1e-6 degrees.
+    """
+    qa, qb = _orthonormal_basis("a", a), _orthonormal_basis("b", b)
+    if qa.shape[0] != qb.shape[0]:
+        raise ValueError(f"a and b must have the same number of rows (the dimension of the space), "
+                         f"got a of shape {tuple(a.shape)} and b of shape {tuple(b.shape)}")
+    if qa.shape[1] < qb.shape[1]:
+        qa, qb = qb, qa  # the sine formula below needs the wider basis first
+    angles = torch.arccos(torch.linalg.svdvals(qa.T @ qb).clamp(max=1.0))  # descending cosines
+    sines = torch.linalg.svdvals(qb - qa @ (qa.T @ qb)).clamp(max=1.0).flip(0)  # now ascending
+    small = angles < torch.pi / 4  # where the sine is the better-conditioned of the two
+    angles[small] = torch.arcsin(sines[small])
+    return torch.rad2deg(angles)
+
+
+def _orthonormal_basis(name: str, matrix: torch.Tensor) -> torch.Tensor:
+    """An orthonormal basis (float64) of the column space of a full-rank (d, p) matrix, p <= d."""
+    if not isinstance(matrix, torch.Tensor) or matrix.dim() != 2 or not matrix.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point torch.Tensor of shape (d, p) whose columns span "
+                         f"the subspace, got {type(matrix).__name__} {tuple(getattr(matrix, 'shape', ()))}")
+    rows, columns = matrix.shape
+    if columns == 0 or columns > rows:
+        raise ValueError(f"{name} has shape {tuple(matrix.shape)}: it needs 1 to d columns in d rows; "
+                         "pass the basis vectors as columns (transpose PCA's components)")
+    if not torch.isfinite(matrix).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    u, s, _ = torch.linalg.svd(matrix.double(), full_matrices=False)
+    if s[-1] <= s[0] * max(rows, columns) * torch.finfo(torch.float64).eps:
+        raise ValueError(f"the columns of {name} are linearly dependent (rank < {columns}): they do not "
+                         "span a subspace of that dimension")
+    return u

@@ -153,11 +153,11 @@ def fit_batched(models: Sequence[nn.Module], objectives: Sequence[Objective], x:
                        disable=not progress, leave=False)
             for epoch in bar:
                 order, noise, after = inputs.next()
-                last_good = trainer.state()
+                trainer.mark()  # the last good state, to go back to if a run diverges
                 terms = trainer.epoch(x, order, noise, sizes)
-                bad = _first_non_finite(terms, trainer.parameters_finite())
+                bad = _first_non_finite(terms, trainer)
                 if bad is not None:
-                    trainer.restore(last_good)
+                    trainer.rollback()
                     trainer.write_back(models, objectives)
                     if checkpoint is not None:
                         save(boundary)
@@ -304,9 +304,26 @@ class KernelTrainer:
             kinds.setdefault(objective_kind(objective), []).append(r)
         self.groups = list(kinds.values())
         self.steps_done = 0
+        self._mark: dict | None = None
 
     def state(self) -> dict:
         return {"steps_done": self.steps_done, **{name: t.clone() for name, t in self.tensors.items()}}
+
+    def mark(self) -> None:
+        """Remember the state (into buffers kept for the purpose: an epoch allocates nothing)."""
+        if self._mark is None:
+            self._mark = self.state()
+        else:
+            self._mark["steps_done"] = self.steps_done
+            for name, tensor in self.tensors.items():
+                self._mark[name].copy_(tensor)
+
+    def rollback(self) -> None:
+        """Go back to the state ``mark`` remembered."""
+        self.restore(self._mark)
+
+    def all_finite(self) -> bool:
+        return bool(torch.isfinite(self.tensors["theta"]).all())
 
     def restore(self, state: dict) -> None:
         self.steps_done = state["steps_done"]
@@ -427,9 +444,12 @@ def _append_epoch_means(histories: list[History], groups: list[tuple[list[int], 
             histories[run].append({name: values[j] for name, values in means.items()})
 
 
-def _first_non_finite(groups: list[tuple[list[int], dict[str, torch.Tensor]]],
-                      parameters_finite: list[bool]) -> tuple[int, int, str] | None:
-    """(run, step, what) for the earliest step at which a run's terms or parameters stop being finite."""
+def _first_non_finite(groups: list[tuple[list[int], dict[str, torch.Tensor]]], trainer) -> tuple[int, int, str] | None:
+    """(run, step, what) for the earliest step at which a run's terms or parameters stop being
+    finite, or None (one check per term and group; the runs are looked at only when one failed)."""
+    if trainer.all_finite() and all(bool(torch.isfinite(values).all()) for _, terms in groups for values in terms.values()):
+        return None
+    parameters_finite = trainer.parameters_finite()
     candidates = []
     for runs, terms in groups:
         names = list(terms)

@@ -116,6 +116,17 @@ class GenericTrainer:
         return {"optimizer": copy.deepcopy(self.optimizer.state_dict()),
                 "tensors": [{name: t.detach().clone() for name, t in self._tensors(g).items()} for g in self.groups]}
 
+    def mark(self) -> None:
+        """Remember the state, to go back to it with ``rollback``."""
+        self._mark = self.state()
+
+    def rollback(self) -> None:
+        self.restore(self._mark)
+
+    def all_finite(self) -> bool:
+        return all(bool(torch.isfinite(t).all()) for g in self.groups for t in self._tensors(g).values()
+                   if t.is_floating_point())
+
     @torch.no_grad()
     def restore(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
