@@ -155,6 +155,57 @@ class BookBuild:
         return [line for line in lines if "WARNING:" in line or "ERROR:" in line]
 
 
+def _execute(path: str, timeout: int) -> tuple[str, object, float, str | None]:
+    """Run one chapter as myst-nb's cache mode runs it (in its folder, _config.yml's timeout per
+    cell, errors not allowed); in a worker process of ``execute_uncached_chapters``."""
+    import nbformat
+    from jupyter_cache.executors.utils import single_nb_execution
+
+    notebook = nbformat.read(path, as_version=4)
+    result = single_nb_execution(notebook, cwd=str(Path(path).parent), allow_errors=False,
+                                 timeout=timeout, meta_override=True)
+    return path, notebook, result.time, None if result.err is None else result.exc_string
+
+
+def execute_uncached_chapters(output: Path = BUILD_DIR, root: Path = ROOT) -> None:
+    """Execute the chapters the cache does not hold, one per core at a time, and cache them.
+
+    myst-nb's cache mode executes chapters one after the other; on a machine with two cores that
+    leaves one idle while a chapter's kernel starts, imports and runs single-threaded code. The
+    build then finds these chapters in the cache. A chapter that fails is not cached: the build
+    executes it again and reports it (``chapter_problems``).
+    """
+    import nbformat
+    import yaml
+    from concurrent.futures import ProcessPoolExecutor
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    timeout = yaml.safe_load((root / "_config.yml").read_text())["execute"]["timeout"]
+    cache = get_cache(str(cache_dir(output)))
+    pending = []
+    for chapter in notebook_chapters(root):
+        path = str(root / f"{chapter}.ipynb")
+        try:
+            cache.match_cache_notebook(nbformat.read(path, as_version=4))
+        except KeyError:
+            pending.append(path)
+    if not pending:
+        return
+    workers = min(len(pending), os.cpu_count() or 1)
+    print(f"executing {len(pending)} chapters, {workers} at a time", flush=True)
+    # What the book's extension sets for the kernels it starts: pages load plotly.js themselves.
+    os.environ["VAELIB_PLOTLYJS"] = "page"
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for path, notebook, seconds, error in pool.map(_execute, pending, [timeout] * len(pending)):
+            name = Path(path).relative_to(root)
+            if error is None:
+                record = cache.add_nb_to_project(path)
+                cache.cache_notebook_bundle(CacheBundleIn(notebook, record.uri, data={"execution_seconds": seconds}),
+                                            check_validity=False, overwrite=True)
+            print(f"  {name}: {'executed' if error is None else 'FAILED'} in {seconds:.0f} s", flush=True)
+
+
 def build_book(output: Path = BUILD_DIR, root: Path = ROOT) -> BookBuild:
     """Build the HTML with Sphinx warnings as errors, executing only what the cache does not hold.
 
@@ -162,6 +213,7 @@ def build_book(output: Path = BUILD_DIR, root: Path = ROOT) -> BookBuild:
     them with ``chapter_problems``. Its output is printed as it comes and kept in the result.
     """
     clear_cache_if_library_changed(output, root)
+    execute_uncached_chapters(output, root)
     # myst-nb writes reports/<chapter>.err.log for a chapter that fails; one from an earlier build
     # would outlive its fix.
     shutil.rmtree(output / "_build" / "html" / "reports", ignore_errors=True)
