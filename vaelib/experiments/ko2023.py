@@ -509,11 +509,13 @@ def step_size_figure(rows: Mapping[float, Mapping], config: Ko2023Config):
 
 
 def _format_cell(stats: Mapping | None) -> str:
+    """mean ± std with three significant digits (two for the spread), joined by no-break spaces so
+    that a narrow table column never splits a number from its spread."""
     if stats is None:
         return "–"
     mean, std, large = stats["mean"], stats["std"], abs(stats["mean"]) >= 1000
-    spread = "n/a" if std is None else f"{std:.0f}" if large else f"{std:.3g}"
-    return f"{mean:.0f} ± {spread}" if large else f"{mean:.4g} ± {spread}"
+    spread = "n/a" if std is None else f"{std:.0f}" if large else f"{std:.2g}"
+    return f"{mean:.0f}\u00a0±\u00a0{spread}" if large else f"{mean:.3g}\u00a0±\u00a0{spread}"
 
 
 def format_table(ours: Mapping[str, Mapping], config: Ko2023Config, style: str = "text", title: bool = True) -> str:
@@ -527,9 +529,8 @@ def format_table(ours: Mapping[str, Mapping], config: Ko2023Config, style: str =
     for objective in OBJECTIVES:
         for source, table in (("ours", ours), ("paper", PAPER_TABLE1)):
             stats = table.get(objective, {})
-            rows.append([OBJECTIVE_LABELS[objective] if source == "ours" else "", source,
-                         *(_format_cell(stats.get(name)) for name in COLUMNS)])
-    return render_table(["objective", "source", *COLUMNS.values()], rows, style, caption if title else None)
+            rows.append([f"{OBJECTIVE_LABELS[objective]}, {source}", *(_format_cell(stats.get(name)) for name in COLUMNS)])
+    return render_table(["objective", *COLUMNS.values()], rows, style, caption if title else None)
 
 
 def prepare_output_dir(out_dir: str | os.PathLike) -> Path:
