@@ -338,6 +338,20 @@ enum { S_RECON_WEIGHT, S_KL_WEIGHT, S_CONSTRAINT_RECON, S_CONSTRAINT_KL, S_BOUND
        S_MIN_VARIANCE, S_GRADIENT_SIGN, S_REFLECT, S_PROJECT, S_GECO, S_EMA, S_RATE, S_ALPHA_FLOOR,
        S_ALPHA_CEILING, N_SETTINGS };
 
+/* The start of both passes over a chunk of `count` points at offset `at` of the epoch's order: which
+   lanes hold points (the last vector may be partly padding), the points and their noise loaded into
+   s->h[0] and s->noise, and the encoder's output (mu, logvar) in s->enc. Returns the vector count. */
+static int64_t encode_chunk(const Net *net, Scratch *s, int64_t r, int64_t at, int64_t count, const float *x,
+                            const int64_t *order, const float *eps, float *theta, vi *valid) {
+    int64_t L = net->latent, nv = (count + LANES - 1) / LANES;
+    for (int64_t v = 0; v < nv; v++)
+        for (int p = 0; p < LANES; p++) valid[v][p] = v * LANES + p < count ? -1 : 0;
+    load_points(s->h[0], x, order + r * net->points + at, net->features, count, nv);
+    load_points(s->noise, eps + (r * net->points + at) * L, NULL, L, count, nv);
+    layers_forward(net, s, theta, r, 0, net->n_encoder, nv, s->enc);
+    return nv;
+}
+
 /* Run r's forward pass over [first, first + size) with no gradient: the batch's summed squared
    error, which the calibrated likelihood needs before any gradient (its variance is R / D). */
 static float squared_error_sum(const Net *net, Scratch *s, int64_t r, int64_t first, int64_t size, const float *x,
@@ -345,14 +359,10 @@ static float squared_error_sum(const Net *net, Scratch *s, int64_t r, int64_t fi
     int64_t ne = net->n_encoder, nl = net->n_layers, L = net->latent, F = net->features;
     vf total = splat(0.0f);
     for (int64_t c0 = 0; c0 < size; c0 += CHUNK) {
-        int64_t count = size - c0 < CHUNK ? size - c0 : CHUNK, nv = (count + LANES - 1) / LANES;
+        int64_t count = size - c0 < CHUNK ? size - c0 : CHUNK;
         vi valid[CHUNK / LANES];
-        for (int64_t v = 0; v < nv; v++)
-            for (int p = 0; p < LANES; p++) valid[v][p] = v * LANES + p < count ? -1 : 0;
+        int64_t nv = encode_chunk(net, s, r, first + c0, count, x, order, eps, theta, valid);
         vf *x0 = s->h[0], *z = s->h[ne];
-        load_points(x0, x, order + r * net->points + first + c0, F, count, nv);
-        load_points(s->noise, eps + (r * net->points + first + c0) * L, NULL, L, count, nv);
-        layers_forward(net, s, theta, r, 0, ne, nv, s->enc);
         for (int64_t q = 0; q < L * nv; q++) z[q] = s->enc[q] + vexp(0.5f * s->enc[L * nv + q]) * s->noise[q];
         layers_forward(net, s, theta, r, ne, nl, nv, s->d1);
         for (int64_t q = 0; q < F * nv; q++) {
@@ -400,14 +410,10 @@ static float run_step(const Net *net, Scratch *s, int64_t r, int64_t first, int6
     memset(s->grad, 0, sizeof(float) * net->run_numel);
 
     for (int64_t c0 = 0; c0 < size; c0 += CHUNK) {
-        int64_t count = size - c0 < CHUNK ? size - c0 : CHUNK, nv = (count + LANES - 1) / LANES;
-        vi valid[CHUNK / LANES];  /* which lanes hold points (the last vector may be partly padding) */
-        for (int64_t v = 0; v < nv; v++)
-            for (int p = 0; p < LANES; p++) valid[v][p] = v * LANES + p < count ? -1 : 0;
+        int64_t count = size - c0 < CHUNK ? size - c0 : CHUNK;
+        vi valid[CHUNK / LANES];
+        int64_t nv = encode_chunk(net, s, r, first + c0, count, x, order, eps, theta, valid);
         vf *x0 = s->h[0], *z = s->h[ne];
-        load_points(x0, x, order + r * net->points + first + c0, F, count, nv);
-        load_points(s->noise, eps + (r * net->points + first + c0) * L, NULL, L, count, nv);
-        layers_forward(net, s, theta, r, 0, ne, nv, s->enc);
         for (int64_t q = 0; q < L * nv; q++) {  /* z = mu + exp(logvar / 2) eps, and the KL */
             vf mu = s->enc[q], logvar = s->enc[L * nv + q];
             s->std[q] = vexp(0.5f * logvar);
