@@ -303,6 +303,9 @@ class KernelTrainer:
         for r, objective in enumerate(objectives):
             kinds.setdefault(objective_kind(objective), []).append(r)
         self.groups = list(kinds.values())
+        # Each group's columns of the kernel's (steps, runs) output: all of them when one group holds every run.
+        self.group_columns = [slice(None) if runs == list(range(len(objectives))) else torch.tensor(runs)
+                              for runs in self.groups]
         self.steps_done = 0
         self._mark: dict | None = None
 
@@ -339,10 +342,11 @@ class KernelTrainer:
         recon, kl, alpha = (columns[..., _layout.STEP_COLUMNS.index(name)] for name in _layout.STEP_COLUMNS)
         # Each objective names its terms from the kernel's R, KL and alpha with its own combine().
         groups = []
-        for runs in self.groups:
+        for runs, columns in zip(self.groups, self.group_columns):
             objective = self.objectives[runs[0]]
-            terms = objective.combine(recon[:, runs], kl[:, runs], batch_size=self.batch_sizes, features=self.features,
-                                      alpha=alpha[:, runs] if isinstance(objective, ConstrainedObjective) else None)
+            terms = objective.combine(recon[:, columns], kl[:, columns], batch_size=self.batch_sizes,
+                                      features=self.features,
+                                      alpha=alpha[:, columns] if isinstance(objective, ConstrainedObjective) else None)
             groups.append((runs, terms))
         return groups
 
@@ -438,16 +442,17 @@ def _append_epoch_means(histories: list[History], groups: list[tuple[list[int], 
     (cumsum adds along the steps in order), one computation per group and term."""
     weights = torch.tensor(sizes, dtype=torch.float64)[:, None]
     for runs, terms in groups:
-        means = {name: ((values.detach().cpu().double() * weights).cumsum(0)[-1] / sum(sizes)).tolist()
-                 for name, values in terms.items()}
-        for j, run in enumerate(runs):
-            histories[run].append({name: values[j] for name, values in means.items()})
+        stacked = torch.stack([values.detach() for values in terms.values()]).cpu().double()  # (terms, steps, runs)
+        means = ((stacked * weights).cumsum(1)[:, -1] / sum(sizes)).T.tolist()  # (runs, terms)
+        for run, run_means in zip(runs, means):
+            histories[run].append(dict(zip(terms, run_means)))
 
 
 def _first_non_finite(groups: list[tuple[list[int], dict[str, torch.Tensor]]], trainer) -> tuple[int, int, str] | None:
     """(run, step, what) for the earliest step at which a run's terms or parameters stop being
-    finite, or None (one check per term and group; the runs are looked at only when one failed)."""
-    if trainer.all_finite() and all(bool(torch.isfinite(values).all()) for _, terms in groups for values in terms.values()):
+    finite, or None (one check per group of runs; the runs are looked at only when one failed)."""
+    if trainer.all_finite() and all(bool(torch.isfinite(torch.stack(list(terms.values()))).all())
+                                    for _, terms in groups):
         return None
     parameters_finite = trainer.parameters_finite()
     candidates = []

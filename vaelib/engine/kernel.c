@@ -320,8 +320,8 @@ static void layer_gradient(const Net *net, Scratch *s, float *theta, int64_t r, 
 
 /* Rows of points into feature-major vectors: dst[c][v] lane p = src[point i][c], i = v * LANES + p,
    where point i is index[i] (or i itself when index is NULL); lanes past count are zero. */
-static void load_points(vf *dst, const float *src, const int64_t *index, int64_t columns, int64_t count,
-                        int64_t nv) {
+static inline __attribute__((always_inline)) void load_points(vf *dst, const float *src, const int64_t *index, int64_t columns, int64_t count,
+                                                                  int64_t nv) {
     for (int64_t v = 0; v < nv; v++)
         for (int p = 0; p < LANES; p++) {
             int64_t i = v * LANES + p;
@@ -341,7 +341,7 @@ enum { S_RECON_WEIGHT, S_KL_WEIGHT, S_CONSTRAINT_RECON, S_CONSTRAINT_KL, S_BOUND
 /* The start of both passes over a chunk of `count` points at offset `at` of the epoch's order: which
    lanes hold points (the last vector may be partly padding), the points and their noise loaded into
    s->h[0] and s->noise, and the encoder's output (mu, logvar) in s->enc. Returns the vector count. */
-static int64_t encode_chunk(const Net *net, Scratch *s, int64_t r, int64_t at, int64_t count, const float *x,
+static inline __attribute__((always_inline)) int64_t encode_chunk(const Net *net, Scratch *s, int64_t r, int64_t at, int64_t count, const float *x,
                             const int64_t *order, const float *eps, float *theta, vi *valid) {
     int64_t L = net->latent, nv = (count + LANES - 1) / LANES;
     for (int64_t v = 0; v < nv; v++)
@@ -354,7 +354,7 @@ static int64_t encode_chunk(const Net *net, Scratch *s, int64_t r, int64_t at, i
 
 /* Run r's forward pass over [first, first + size) with no gradient: the batch's summed squared
    error, which the calibrated likelihood needs before any gradient (its variance is R / D). */
-static float squared_error_sum(const Net *net, Scratch *s, int64_t r, int64_t first, int64_t size, const float *x,
+__attribute__((noinline)) static float squared_error_sum(const Net *net, Scratch *s, int64_t r, int64_t first, int64_t size, const float *x,
                                const int64_t *order, const float *eps, float *theta) {
     int64_t ne = net->n_encoder, nl = net->n_layers, L = net->latent, F = net->features;
     vf total = splat(0.0f);
@@ -423,13 +423,19 @@ static float run_step(const Net *net, Scratch *s, int64_t r, int64_t first, int6
         }
         vf *d = s->d1, *d_next = s->d2;
         layers_forward(net, s, theta, r, ne, nl, nv, d);
-        for (int64_t q = 0; q < F * nv; q++) {  /* the error */
+        /* dL/dx_hat = w R'(R) 2 (x_hat - x) / batch; the calibrated slope R'(R) of a one-chunk batch
+           is known only once its error is summed, so it scales the gradient afterwards */
+        int slope_after = calibrated && size <= CHUNK;
+        float scale = slope_after ? 1.0f : d_recon;
+        for (int64_t q = 0; q < F * nv; q++) {
             vf diff = x0[q] - d[q];
             recon_sum += vselect(valid[q % nv], diff * diff, splat(0.0f));
-            d[q] = vselect(valid[q % nv], -2.0f * diff, splat(0.0f));
+            d[q] = vselect(valid[q % nv], scale * (-2.0f * diff), splat(0.0f));
         }
-        if (calibrated && size <= CHUNK) d_recon *= likelihood_slope(settings, lane_sum(recon_sum) / (float)size, F);
-        for (int64_t q = 0; q < F * nv; q++) d[q] *= d_recon;  /* dL/dx_hat = w R'(R) 2 (x_hat - x) / batch */
+        if (slope_after) {
+            d_recon *= likelihood_slope(settings, lane_sum(recon_sum) / (float)size, F);
+            for (int64_t q = 0; q < F * nv; q++) d[q] *= d_recon;
+        }
         for (int64_t l = nl - 1; l >= 0; l--) {
             layer_gradient(net, s, theta, r, l, nv, d, l == 0 ? NULL : d_next);
             if (l == ne) {  /* dL/dz into dL/dmu and dL/dlogvar, each with the KL's own gradient */
