@@ -38,6 +38,7 @@ already being made in the background: each draw records the states it left behin
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -155,7 +156,8 @@ def fit_batched(models: Sequence[nn.Module], objectives: Sequence[Objective], x:
                 order, noise, after = inputs.next()
                 trainer.mark()  # the last good state, to go back to if a run diverges
                 terms = trainer.epoch(x, order, noise, sizes)
-                bad = _first_non_finite(terms, trainer)
+                means = _epoch_means(terms, sizes)
+                bad = None if trainer.all_finite() and _all_finite(means) else _first_non_finite(terms, trainer)
                 if bad is not None:
                     trainer.rollback()
                     trainer.write_back(models, objectives)
@@ -165,7 +167,9 @@ def fit_batched(models: Sequence[nn.Module], objectives: Sequence[Objective], x:
                     raise RunDiverged(_diverged_message(epoch + 1, run, seeds[run], step, term, len(histories[run]),
                                                         checkpoint), histories, run, epoch=epoch + 1, step=step,
                                       term=term)
-                _append_epoch_means(histories, terms, sizes)
+                for (runs, group_terms), group_means in zip(terms, means):
+                    for run, run_means in zip(runs, group_means):
+                        histories[run].append(dict(zip(group_terms, run_means)))
                 boundary = after
                 bar.set_postfix(loss=f"{sum(h['loss'][-1] for h in histories) / len(histories):.4g}")
                 if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
@@ -339,7 +343,7 @@ class KernelTrainer:
         columns = self.call([t["theta"], t["adam_m"], t["adam_v"]], t["multiplier"], x, order, noise,
                             *_adam_schedule(self.lr, self.steps_done, len(sizes)))
         self.steps_done += len(sizes)
-        recon, kl, alpha = (columns[..., _layout.STEP_COLUMNS.index(name)] for name in _layout.STEP_COLUMNS)
+        recon, kl, alpha = columns.unbind(-1)  # _layout.STEP_COLUMNS
         # Each objective names its terms from the kernel's R, KL and alpha with its own combine().
         groups = []
         for runs, columns in zip(self.groups, self.group_columns):
@@ -361,12 +365,13 @@ class KernelTrainer:
 
 def _adam_schedule(lr: float, done: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Adam's per-step scalars for t = done + 1 .. done + steps, -lr / (1 - beta1^t) and
-    sqrt(1 - beta2^t), computed in double precision as torch.optim.Adam does, then rounded to
-    float32 as its kernels round them. One epoch at a time: memory does not grow with the epochs."""
-    t = torch.arange(done + 1, done + steps + 1, dtype=torch.float64)
-    step_size = -lr / (1 - ADAM_BETAS[0] ** t)
-    bias_correction2_sqrt = (1 - ADAM_BETAS[1] ** t) ** 0.5
-    return step_size.float(), bias_correction2_sqrt.float()
+    sqrt(1 - beta2^t), computed with Python floats as torch.optim.Adam computes them, then rounded
+    to float32 as its kernels round them. One epoch at a time: memory does not grow with the epochs."""
+    beta1, beta2 = ADAM_BETAS
+    steps_taken = [float(t) for t in range(done + 1, done + steps + 1)]
+    step_size = [-lr / (1 - beta1 ** t) for t in steps_taken]
+    bias_correction2_sqrt = [(1 - beta2 ** t) ** 0.5 for t in steps_taken]
+    return torch.tensor(step_size, dtype=torch.float32), torch.tensor(bias_correction2_sqrt, dtype=torch.float32)
 
 
 def _batch_sizes(n: int, batch_size: int) -> list[int]:
@@ -436,24 +441,26 @@ class _EpochInputs:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _append_epoch_means(histories: list[History], groups: list[tuple[list[int], dict[str, torch.Tensor]]],
-                        sizes: list[int]) -> None:
-    """Each run's epoch means, summed step by step in double precision as vaelib.fit sums them
-    (cumsum adds along the steps in order), one computation per group and term."""
+def _epoch_means(groups: list[tuple[list[int], dict[str, torch.Tensor]]], sizes: list[int]) -> list[list[list[float]]]:
+    """Per group, per run, each term's epoch mean (in the order of the group's terms), summed step
+    by step in double precision as vaelib.fit sums them (cumsum adds along the steps in order)."""
     weights = torch.tensor(sizes, dtype=torch.float64)[:, None]
-    for runs, terms in groups:
+    means = []
+    for _, terms in groups:
         stacked = torch.stack([values.detach() for values in terms.values()]).cpu().double()  # (terms, steps, runs)
-        means = ((stacked * weights).cumsum(1)[:, -1] / sum(sizes)).T.tolist()  # (runs, terms)
-        for run, run_means in zip(runs, means):
-            histories[run].append(dict(zip(terms, run_means)))
+        means.append(((stacked * weights).cumsum(1)[:, -1] / sum(sizes)).T.tolist())
+    return means
+
+
+def _all_finite(means: list[list[list[float]]]) -> bool:
+    """Whether every epoch mean is finite: then so is every step's term, since a sum in double
+    precision of finite float32 values cannot overflow and a NaN or an infinity stays in it."""
+    return all(math.isfinite(value) for group in means for run in group for value in run)
 
 
 def _first_non_finite(groups: list[tuple[list[int], dict[str, torch.Tensor]]], trainer) -> tuple[int, int, str] | None:
     """(run, step, what) for the earliest step at which a run's terms or parameters stop being
-    finite, or None (one check per group of runs; the runs are looked at only when one failed)."""
-    if trainer.all_finite() and all(bool(torch.isfinite(torch.stack(list(terms.values()))).all())
-                                    for _, terms in groups):
-        return None
+    finite, or None."""
     parameters_finite = trainer.parameters_finite()
     candidates = []
     for runs, terms in groups:
