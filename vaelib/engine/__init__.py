@@ -297,7 +297,10 @@ class KernelTrainer:
                  sizes: list[int], optimizer: str, lr: float):
         self.net, self.objectives, self.features = net, objectives, x.shape[1]
         theta = _layout.gather(models, objectives, net)
-        self.tensors = {"theta": theta, "adam_m": torch.zeros_like(theta), "adam_v": torch.zeros_like(theta),
+        # The parameters and Adam's two moments are rows of one buffer, so that mark() is one copy.
+        self.optimised = torch.zeros(3, theta.numel(), dtype=theta.dtype)
+        self.optimised[0] = theta
+        self.tensors = {"theta": self.optimised[0], "adam_m": self.optimised[1], "adam_v": self.optimised[2],
                         "multiplier": _layout.multiplier_state(objectives)}
         self.call = _kernel.EpochCall(net, objectives, sizes, optimizer, lr, threads.kernel_threads(len(models)))
         self.lr = lr
@@ -319,15 +322,17 @@ class KernelTrainer:
     def mark(self) -> None:
         """Remember the state (into buffers kept for the purpose: an epoch allocates nothing)."""
         if self._mark is None:
-            self._mark = self.state()
+            self._mark = {"optimised": self.optimised.clone(), "multiplier": self.tensors["multiplier"].clone()}
         else:
-            self._mark["steps_done"] = self.steps_done
-            for name, tensor in self.tensors.items():
-                self._mark[name].copy_(tensor)
+            self._mark["optimised"].copy_(self.optimised)
+            self._mark["multiplier"].copy_(self.tensors["multiplier"])
+        self._mark["steps_done"] = self.steps_done
 
     def rollback(self) -> None:
         """Go back to the state ``mark`` remembered."""
-        self.restore(self._mark)
+        self.steps_done = self._mark["steps_done"]
+        self.optimised.copy_(self._mark["optimised"])
+        self.tensors["multiplier"].copy_(self._mark["multiplier"])
 
     def all_finite(self) -> bool:
         return bool(torch.isfinite(self.tensors["theta"]).all())
