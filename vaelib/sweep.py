@@ -123,7 +123,7 @@ from vaelib.engine import BACKENDS, RunDiverged, fit_batched, kernel_covers
 from vaelib.losses import gaussian_kl
 from vaelib.models.base import build_model, registered_models
 from vaelib.objectives import OBJECTIVES, kl_term, make_objective, reconstruction_term
-from vaelib.tables import render_table
+from vaelib.tables import mean_std_cell, render_table
 from vaelib.train import OPTIMIZERS
 
 # Part of every run's key: bump it when the meaning of a spec or of a result changes.
@@ -820,14 +820,8 @@ def format_summary(summary: Sequence[Mapping], axes: Sequence[str], style: str =
     shown = [c for c in names if c.startswith("eval_")] or names
     header = [*keys, "runs", *(c.removeprefix("eval_") for c in shown)]
     lines = [[("" if entry[k] is None else str(entry[k])) for k in keys] + [str(entry["runs"])]
-             + [_mean_std_text(entry[f"{c}_mean"], entry[f"{c}_std"]) for c in shown] for entry in summary]
+             + [mean_std_cell(entry[f"{c}_mean"], entry[f"{c}_std"], digits=4) for c in shown] for entry in summary]
     return render_table(header, lines, style)
-
-
-def _mean_std_text(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return "-"
-    return f"{mean:.4g}" if std is None else f"{mean:.4g} ± {std:.2g}"
 
 
 def _write_results(out: Path, rows: list[dict], summary: list[dict]) -> dict[str, Path]:

@@ -1,5 +1,6 @@
 """Tables of results for a terminal, a README or a notebook page: one renderer for every experiment.
 
+``mean_std_cell(mean, std)`` writes one "mean ± std" cell the same way for all of them.
 ``render_table(header, rows, style)`` with ``style`` one of ``STYLES``: ``"text"`` (aligned
 columns), ``"markdown"`` (a pipe table) or ``"html"`` (cells escaped). A title, when given, goes
 above the table (its caption in HTML); a book page that numbers its own caption passes none.
@@ -8,11 +9,28 @@ Used by Table 1 (Part IV), the comparison (Part III) and the sweep's summary.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 
 from vaelib import _checks
 
 STYLES = ("text", "markdown", "html")
+NO_BREAK = "\u00a0"
+
+
+def mean_std_cell(mean: float | None, std: float | None, digits: int = 3) -> str:
+    """One "mean ± std" cell: ``digits`` significant digits for the mean, two for the spread, joined
+    by no-break spaces so that a narrow column never splits a number from its spread. Whole numbers
+    where ``g`` would switch to exponent notation (a mean from 10**digits on, a spread from 100
+    on). "–" for a missing or NaN mean; the mean alone when there is no spread (one run)."""
+    if mean is None or math.isnan(mean):
+        return "–"
+    large = abs(mean) >= 10 ** digits
+    text = f"{mean:.0f}" if large else f"{mean:.{digits}g}"
+    if std is None or math.isnan(std):
+        return text
+    spread = f"{std:.0f}" if large or abs(std) >= 100 else f"{std:.2g}"
+    return f"{text}{NO_BREAK}±{NO_BREAK}{spread}"
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], style: str = "text",

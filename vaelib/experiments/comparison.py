@@ -40,7 +40,7 @@ from vaelib.metrics import NoiseLevel, cosine_sample_quality, median_bandwidth, 
 from vaelib.models import VAE
 from vaelib.objectives import ELBO, GECO, ConstrainedObjective, KLConstrained, KoLagrangian, Objective, SigmaVAE
 from vaelib.seeding import seed_everything
-from vaelib.tables import render_table
+from vaelib.tables import mean_std_cell, render_table
 from vaelib.train import History
 
 # The sample-quality metrics of the table, in this order, with their labels and which way is better.
@@ -240,13 +240,9 @@ def format_table(table: Sequence[dict], noise: dict[str, NoiseLevel] | None = No
     rows = []
     if noise is not None:
         rows.append(["fresh data (noise level)",
-                     *(f"{noise[k].mean:.3g} ± {noise[k].std:.2g}" if k in noise else "" for k in keys)])
+                     *(mean_std_cell(noise[k].mean, noise[k].std) if k in noise else "" for k in keys)])
     for entry in table:
-        cells = []
-        for key in keys:
-            mean, std = entry[key]
-            cells.append("–" if math.isnan(mean) else f"{mean:.3g} ± {std:.2g}")
-        rows.append([entry["label"], *cells])
+        rows.append([entry["label"], *(mean_std_cell(*entry[key]) for key in keys)])
     return render_table(["objective", *(labels[k] for k in keys)], rows, style)
 
 

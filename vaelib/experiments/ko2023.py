@@ -47,7 +47,7 @@ from vaelib.nn import ACTIVATIONS
 from vaelib.objectives import ALPHA_RULES, ELBO, KL_REDUCTIONS, KoLagrangian, Objective
 from vaelib.pca import fit_pca
 from vaelib.seeding import seed_everything
-from vaelib.tables import render_table
+from vaelib.tables import mean_std_cell, render_table
 from vaelib.train import OPTIMIZERS, History, check_lr, fit
 
 OBJECTIVES = ("proposed", "elbo")
@@ -508,16 +508,6 @@ def step_size_figure(rows: Mapping[float, Mapping], config: Ko2023Config):
     return fig
 
 
-def _format_cell(stats: Mapping | None) -> str:
-    """mean ± std with three significant digits (two for the spread), joined by no-break spaces so
-    that a narrow table column never splits a number from its spread."""
-    if stats is None:
-        return "–"
-    mean, std, large = stats["mean"], stats["std"], abs(stats["mean"]) >= 1000
-    spread = "n/a" if std is None else f"{std:.0f}" if large else f"{std:.2g}"
-    return f"{mean:.0f}\u00a0±\u00a0{spread}" if large else f"{mean:.3g}\u00a0±\u00a0{spread}"
-
-
 def format_table(ours: Mapping[str, Mapping], config: Ko2023Config, style: str = "text", title: bool = True) -> str:
     """Table 1 for each objective, our row then the paper's, as aligned plain text (a terminal),
     a Markdown table (a README) or an HTML table (a notebook: ``IPython.display.HTML``); the title
@@ -529,7 +519,9 @@ def format_table(ours: Mapping[str, Mapping], config: Ko2023Config, style: str =
     for objective in OBJECTIVES:
         for source, table in (("ours", ours), ("paper", PAPER_TABLE1)):
             stats = table.get(objective, {})
-            rows.append([f"{OBJECTIVE_LABELS[objective]}, {source}", *(_format_cell(stats.get(name)) for name in COLUMNS)])
+            cells = [mean_std_cell(stats[name]["mean"], stats[name]["std"]) if name in stats else "–"
+                     for name in COLUMNS]
+            rows.append([f"{OBJECTIVE_LABELS[objective]}, {source}", *cells])
     return render_table(["objective", *COLUMNS.values()], rows, style, caption if title else None)
 
 
