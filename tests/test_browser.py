@@ -327,7 +327,8 @@ LAYOUT_FACTS_JS = """() => {
   const tables = Array.from(article.querySelectorAll('table'))
     .filter(t => !t.closest('.highlight, mjx-container, .cell_input'))
     .map(t => ({where: label(t), caption: (t.querySelector('caption')?.textContent || '').trim().slice(0, 60),
-                numbered: !!t.querySelector('caption .caption-number') || numbered(t)}));
+                numbered: !!t.querySelector('caption .caption-number') || numbered(t),
+                beyond: t.getBoundingClientRect().right - limit(t)}));
   const hidden_inputs = Array.from(article.querySelectorAll('.cell.tag_hide-input')).map(cell => {
     const input = cell.querySelector('.cell_input'), output = cell.querySelector('.cell_output');
     return {where: label(cell), input_visible: !!input && input.checkVisibility(),
@@ -422,16 +423,19 @@ def test_the_menu_button_opens_the_chapter_menu(browser_context, book_url, repor
         context.close()
 
 
-def test_no_equation_or_figure_is_wider_than_its_column_at_1400px(desktop):
+def test_no_equation_figure_or_table_is_wider_than_its_column_at_1400px(desktop):
     """Long equations are broken over lines (aligned/split); figures fit their column (or column
-    and margin, for a cell tagged full-width); the page never scrolls sideways."""
+    and margin, for a cell tagged full-width); tables fit without scrolling (a "mean ± std" cell
+    may put its spread under its mean: vaelib.tables.mean_std_cell); the page never scrolls sideways."""
     problems = _layout_problems(desktop, lambda f: (
         [f"the page scrolls sideways by {f['page_overflow']} px"] * (f["page_overflow"] > 1)
         + [f"equation {e['where']} is {e['overflow']} px wider than its column: break it over lines"
            for e in f["equations"] if e["overflow"] > 1 or e["beyond"] > 1]
         + [f"figure {i['src']} reaches {i['beyond']:.0f} px beyond its column" for i in f["images"] if i["beyond"] > 1]
         + [f"interactive figure {p['where']} reaches {p['beyond']:.0f} px beyond its column"
-           for p in f["plots"] if p["beyond"] > 1]))
+           for p in f["plots"] if p["beyond"] > 1]
+        + [f"table {t['where']} ({t['caption']!r}) reaches {t['beyond']:.0f} px beyond its column"
+           for t in f["tables"] if t["beyond"] > 1]))
     assert not problems, "\n".join(problems)
 
 

@@ -76,11 +76,11 @@ def test_mean_std_uses_the_sample_standard_deviation():
 
 def test_table_text_puts_the_papers_numbers_beside_ours(tiny_result):
     text = tiny_result.table()
-    assert "56832\u00a0±\u00a02740" in text and "1.67\u00a0±\u00a00.0005" in text and "0.00018\u00a0±\u00a00.0002" in text
+    assert "56832 ±\u00a02740" in text and "1.67 ±\u00a00.0005" in text and "0.00018 ±\u00a00.0002" in text
     assert text.count("ours") == 2 and text.count("paper") == 2
     assert tiny_result.table(style="markdown").count("\n| ") == 5  # header and four rows
     page = tiny_result.table(style="html")
-    assert page.count("<tr>") == 5 and "56832\u00a0±\u00a02740" in page and page.startswith("<table><caption>Table 1")
+    assert page.count("<tr>") == 5 and "56832 ±\u00a02740" in page and page.startswith("<table><caption>Table 1")
     with pytest.raises(ValueError, match="style must be one of"):
         tiny_result.table(style="latex")
 
@@ -125,7 +125,7 @@ def test_cli_writes_table1_json_and_figure1_png(tmp_path, capsys):
     assert (out / "figure1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in out.iterdir()) == ["figure1.png", "table1.json"]  # no temporary files left
     printed = capsys.readouterr().out
-    assert "Table 1" in printed and "56832\u00a0±\u00a02740" in printed
+    assert "Table 1" in printed and "56832 ±\u00a02740" in printed
 
 
 @pytest.mark.parametrize("argv, message", [

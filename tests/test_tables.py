@@ -23,10 +23,10 @@ def test_bad_input():
 
 
 def test_mean_std_cells():
-    assert mean_std_cell(0.0123456, 0.00123) == "0.0123\u00a0±\u00a00.0012"
-    assert mean_std_cell(56832.4, 2740.2) == "56832\u00a0±\u00a02740"  # no exponent notation from 10**digits on
-    assert mean_std_cell(56832.4, 2740.2, digits=5) == "56832\u00a0±\u00a02740"
-    assert mean_std_cell(3.14159, 0.0271828) == "3.14\u00a0±\u00a00.027"
-    assert mean_std_cell(1.23456, 0.5, digits=4) == "1.235\u00a0±\u00a00.5"
+    assert mean_std_cell(0.0123456, 0.00123) == "0.0123 ±\u00a00.0012"
+    assert mean_std_cell(56832.4, 2740.2) == "56832 ±\u00a02740"  # no exponent notation from 10**digits on
+    assert mean_std_cell(56832.4, 2740.2, digits=5) == "56832 ±\u00a02740"
+    assert mean_std_cell(3.14159, 0.0271828) == "3.14 ±\u00a00.027"
+    assert mean_std_cell(1.23456, 0.5, digits=4) == "1.235 ±\u00a00.5"
     assert mean_std_cell(0.5, None) == mean_std_cell(0.5, float("nan")) == "0.5"  # one run: no spread
     assert mean_std_cell(None, None) == mean_std_cell(float("nan"), 0.1) == "–"

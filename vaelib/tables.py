@@ -19,8 +19,9 @@ NO_BREAK = "\u00a0"
 
 
 def mean_std_cell(mean: float | None, std: float | None, digits: int = 3) -> str:
-    """One "mean ± std" cell: ``digits`` significant digits for the mean, two for the spread, joined
-    by no-break spaces so that a narrow column never splits a number from its spread. Whole numbers
+    """One "mean ± std" cell: ``digits`` significant digits for the mean, two for the spread. A
+    narrow column may break the line before the "±" (the spread goes under the mean), never between
+    the "±" and the spread: a no-break space joins them. Whole numbers
     where ``g`` would switch to exponent notation (a mean from 10**digits on, a spread from 100
     on). "–" for a missing or NaN mean; the mean alone when there is no spread (one run)."""
     if mean is None or math.isnan(mean):
@@ -30,7 +31,7 @@ def mean_std_cell(mean: float | None, std: float | None, digits: int = 3) -> str
     if std is None or math.isnan(std):
         return text
     spread = f"{std:.0f}" if large or abs(std) >= 100 else f"{std:.2g}"
-    return f"{text}{NO_BREAK}±{NO_BREAK}{spread}"
+    return f"{text} ±{NO_BREAK}{spread}"
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], style: str = "text",
