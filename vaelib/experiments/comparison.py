@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vaelib import _checks, threads
-from vaelib.data import COSINE_HALF_WIDTH, COSINE_NOISE, cosine_surface
+from vaelib.data import cosine_surface
 from vaelib.engine import fit_batched
 from vaelib.metrics import NoiseLevel, cosine_sample_quality, median_bandwidth, reconstruction_and_kl
 from vaelib.models import VAE
