@@ -3,6 +3,7 @@
 
     python3 tasks.py book   # set up .venv, execute the chapters that changed, build the HTML (warnings are errors)
     python3 tasks.py test   # set up .venv, run the whole test suite (library, chapters, built book)
+    python3 tasks.py chapter NAME   # execute one chapter (e.g. vae) as the build does: time, failing cells
 
 The virtual environment is (re)built when requirements.txt or pyproject.toml change; the command
 then runs on inside it.
@@ -38,6 +39,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 # What a chapter's outputs depend on besides its own code: the cache is cleared when these change.
 LIBRARY_SOURCES = ("vaelib/**/*.py", "vaelib/**/*.c", "requirements.txt", "pyproject.toml")
 TERMINAL_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+CHAPTER_BUDGET_S = 45  # seconds per chapter's execution at idle (benchmarks/bench_chapters.py)
 
 
 def run(*cmd: str | Path, **kwargs) -> None:
@@ -52,11 +54,19 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def ensure_venv() -> None:
-    """Create .venv and install the pinned requirements and vaelib (editable), once per change."""
+    """Create .venv and install the pinned requirements and vaelib (editable), once per change.
+
+    A .venv that is a symbolic link (one environment shared by several git worktrees of this
+    repository) is never deleted: a change of requirements is installed into it in place.
+    """
     digest = hashlib.sha256()
     for name in ("requirements.txt", "pyproject.toml"):
         digest.update((ROOT / name).read_bytes())
     if PYTHON.exists() and STAMP.exists() and STAMP.read_text() == digest.hexdigest():
+        return
+    if VENV.is_symlink() and PYTHON.exists():
+        run(PYTHON, "-m", "pip", "install", "--quiet", "-r", ROOT / "requirements.txt")
+        write_atomically(STAMP, digest.hexdigest())
         return
     if VENV.exists():
         shutil.rmtree(VENV)
@@ -179,7 +189,6 @@ def execute_uncached_chapters(output: Path = BUILD_DIR, root: Path = ROOT) -> No
     import yaml
     from concurrent.futures import ProcessPoolExecutor
     from jupyter_cache import get_cache
-    from jupyter_cache.base import CacheBundleIn
 
     timeout = yaml.safe_load((root / "_config.yml").read_text())["execute"]["timeout"]
     cache = get_cache(str(cache_dir(output)))
@@ -200,10 +209,57 @@ def execute_uncached_chapters(output: Path = BUILD_DIR, root: Path = ROOT) -> No
         for path, notebook, seconds, error in pool.map(_execute, pending, [timeout] * len(pending)):
             name = Path(path).relative_to(root)
             if error is None:
-                record = cache.add_nb_to_project(path)
-                cache.cache_notebook_bundle(CacheBundleIn(notebook, record.uri, data={"execution_seconds": seconds}),
-                                            check_validity=False, overwrite=True)
+                _cache_execution(cache, path, notebook, seconds)
             print(f"  {name}: {'executed' if error is None else 'FAILED'} in {seconds:.0f} s", flush=True)
+
+
+def _cache_execution(cache, path: str, notebook, seconds: float) -> None:
+    """Store a chapter's successful execution where the book build looks for it."""
+    from jupyter_cache.base import CacheBundleIn
+
+    record = cache.add_nb_to_project(path)
+    cache.cache_notebook_bundle(CacheBundleIn(notebook, record.uri, data={"execution_seconds": seconds}),
+                                check_validity=False, overwrite=True)
+
+
+def chapter(name: str, output: Path = BUILD_DIR, root: Path = ROOT) -> int:
+    """Execute one chapter exactly as the book build does (its folder, _config.yml's timeout per
+    cell, the build's environment), report its time against the budget and every cell that raised
+    or printed to stderr, and keep a clean execution in the build's cache for the next build."""
+    import yaml
+    from jupyter_cache import get_cache
+
+    stem = Path(name).name.removesuffix(".ipynb")
+    path = root / "book" / f"{stem}.ipynb"
+    chapters = [Path(c).name for c in notebook_chapters(root)]
+    if f"book/{stem}" not in notebook_chapters(root):
+        print(f"no chapter {name!r}; the chapters are: {', '.join(chapters)}", file=sys.stderr)
+        return 2
+    clear_cache_if_library_changed(output, root)
+    timeout = yaml.safe_load((root / "_config.yml").read_text())["execute"]["timeout"]
+    os.environ["VAELIB_PLOTLYJS"] = "page"  # as the book build sets it for its kernels
+    print(f"executing book/{stem}.ipynb ...", flush=True)
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    _, executed, seconds, error = _execute(str(path), timeout)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the chapter's kernel, once it has exited
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    problems = [_describe(f"book/{stem}", index, cell, problem) for index, cell in enumerate(executed.cells)
+                for problem in _output_problems(cell)]
+    if error is not None and not problems:
+        last = next((line for line in reversed(error.strip().splitlines()) if line.strip()), error)
+        problems = [f"book/{stem}.ipynb: {last}"]
+    verdict = "within" if seconds <= CHAPTER_BUDGET_S else "OVER"
+    print(f"book/{stem}.ipynb: {'FAILED' if problems else 'ran cleanly'} in {seconds:.1f} s wall, {cpu:.1f} s "
+          f"CPU in its kernel ({verdict} the {CHAPTER_BUDGET_S} s budget at idle; the wall time grows with "
+          "the machine's load)")
+    for line in problems:
+        print("  " + line, file=sys.stderr)
+    if problems:
+        return 1
+    _cache_execution(get_cache(str(cache_dir(output))), str(path), executed, seconds)
+    return 0
 
 
 def build_book(output: Path = BUILD_DIR, root: Path = ROOT) -> BookBuild:
@@ -311,14 +367,19 @@ def book() -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in {"book", "test"}:
+    if not (argv[:1] in (["book"], ["test"]) and len(argv) == 1 or argv[:1] == ["chapter"] and len(argv) == 2):
         print(__doc__, file=sys.stderr)
         return 2
     ensure_venv()
     if Path(sys.prefix).resolve() != VENV.resolve():  # go on inside .venv: the build's results need it
         os.execv(PYTHON, [str(PYTHON), str(Path(__file__).resolve()), *argv])
+    # The chapters, the tests and the commands they start import this checkout's vaelib, also where
+    # .venv is shared with another checkout (a git worktree) whose editable install points there.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     if argv[0] == "book":
         return book()
+    if argv[0] == "chapter":
+        return chapter(argv[1])
     ensure_chromium()
     return subprocess.run([str(PYTHON), "-m", "pytest", "tests"], cwd=ROOT).returncode
 
