@@ -285,3 +285,30 @@ def test_image_rows_filter_mosaic_and_histograms_draw_what_they_are_given():
     ax = plots.overlaid_histograms({"a": torch.zeros(10), "b": torch.ones(10)}, xlabel="x", bins=4)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
     matplotlib.pyplot.close("all")
+
+
+# --- which of these models fit_batched trains --------------------------------------------------------
+
+def test_sparse_objectives_train_in_fit_batched_as_in_fit(images):
+    """The KL penalty's range check reads values, which fit_batched's vmap cannot: it runs in fit only,
+    and the batched runs still give fit's numbers."""
+    settings = dict(epochs=2, batch_size=32, lr=1e-2, progress=False)
+    built = []
+    for s, setting in [(0, dict(penalty="kl", weight=3.0, rho=0.1)), (1, dict(penalty="l1", weight=0.05))]:
+        vaelib.seed_everything(s)
+        built.append((vaelib.SparseAutoencoder(64, code_dim=32), vaelib.SparseReconstruction(**setting), s))
+    histories = vaelib.fit_batched([m for m, _, _ in built], [o for _, o, _ in built], images,
+                                   seeds=[s for _, _, s in built], backend="torch", **settings)
+    for (model, objective, s), history in zip(built, histories):
+        vaelib.seed_everything(s)
+        alone = vaelib.SparseAutoencoder(64, code_dim=32)
+        reference = vaelib.fit(alone, objective, images, seed=s, **settings)
+        assert history["penalty"] == pytest.approx(reference["penalty"], rel=1e-4)
+        torch.testing.assert_close(model.decoder.weight, alone.decoder.weight, rtol=1e-4, atol=1e-5)
+
+
+def test_denoising_autoencoder_refuses_fit_batched_with_a_clear_error(images):
+    models = [vaelib.DenoisingAutoencoder(64, latent_dim=4, noise_std=0.3) for _ in range(2)]
+    with pytest.raises(ValueError, match="draws its corruption inside forward.*train each seed with vaelib.fit"):
+        vaelib.fit_batched(models, [vaelib.Reconstruction(), vaelib.Reconstruction()], images, seeds=[0, 1],
+                           epochs=1, progress=False)

@@ -10,10 +10,10 @@ One job per module: ``data`` (data sets), ``nn`` (building blocks), ``models`` (
 wake-sleep algorithm, AEVB's rival in Kingma & Welling's experiments), ``gradients`` (the
 score-function and reparameterised estimators of an encoder's gradient).
 """
-from vaelib.models import (AAE, CVAE, VAE, Autoencoder, ConvAutoencoder, DenoisingAutoencoder, SparseAutoencoder,
+from vaelib.models import (AAE, CVAE, VAE, Autoencoder, ContractiveAutoencoder, ConvAutoencoder, DenoisingAutoencoder, SparseAutoencoder,
                            TiedAutoencoder, append_labels)
-from vaelib.objectives import (ELBO, GECO, KLConstrained, KoLagrangian, Reconstruction, SigmaVAE,
-                               SparseReconstruction, make_objective)
+from vaelib.objectives import (ELBO, GECO, ContractiveReconstruction, KLConstrained, KoLagrangian,
+                               Reconstruction, SigmaVAE, SparseReconstruction, make_objective)
 from vaelib.adversarial import AdversarialRegularizer
 from vaelib.pretrain import pretrain_layerwise
 from vaelib.seeding import seed_everything
@@ -26,6 +26,6 @@ __version__ = "0.1.0"
 __all__ = ["VAE", "Autoencoder", "ELBO", "GECO", "SigmaVAE", "make_objective", "KLConstrained", "KoLagrangian", "Reconstruction", "History", "TrainingDiverged", "fit",
            "seed_everything",
            "ConvAutoencoder", "DenoisingAutoencoder", "SparseAutoencoder", "TiedAutoencoder",
-           "SparseReconstruction", "pretrain_layerwise",
+           "SparseReconstruction", "pretrain_layerwise", "ContractiveAutoencoder", "ContractiveReconstruction",
            "CheckpointError", "load_checkpoint", "load_model", "register_model", "save_checkpoint", "fit_batched",
            "AAE", "CVAE", "AdversarialRegularizer", "append_labels"]

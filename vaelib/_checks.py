@@ -63,6 +63,13 @@ def model_input(name: str, x, features: int | None = None) -> torch.Tensor:
     return x
 
 
+def inside_transform(t: torch.Tensor) -> bool:
+    """Whether ``t`` is traced by a ``torch.func`` transform (``fit_batched``'s vmap), where its
+    values cannot be read and random draws are refused: a check on values is then left to the eager
+    path (``vaelib.fit``)."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
 def data_matrix(name: str, x, features: int | None = None) -> torch.Tensor:
     """A non-empty, finite, floating-point (n, d) tensor, optionally with d == features."""
     model_input(name, x, features)

@@ -6,6 +6,7 @@ Convention (Ko & Ko, eq. 5): the reconstruction error of a data set Z with recon
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -72,3 +73,30 @@ def kl_sparsity(h: torch.Tensor, rho: float) -> torch.Tensor:
         raise ValueError(f"rho must lie strictly between 0 and 1, got {rho}")
     rho_hat = h.mean(dim=-2).clamp(1e-6, 1 - 1e-6)
     return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum(dim=-1)
+
+
+def jacobian_penalty(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """||J(x_i)||_F^2 = sum_{j,l} (dz_j/dx_l)^2 at every row x_i of x, for any encoder: shape (n,).
+
+    ``encode`` maps rows to rows, each row on its own ((n, d) -> (n, k); no batch statistics), so
+    the gradient of sum_i z_ij with respect to x holds dz_j/dx at every row at once: k
+    vector-Jacobian products (``torch.func.jacrev``) give every row's Jacobian. The result is
+    differentiable in the encoder's weights, in ``vaelib.fit`` and inside ``fit_batched``'s vmap.
+    The contractive autoencoder's penalty (Rifai et al., 2011); ``sigmoid_jacobian_penalty`` is its
+    closed form for one sigmoid layer.
+    """
+    jacobian = torch.func.jacrev(lambda rows: encode(rows).sum(dim=0))(x)   # (k, n, d)
+    return jacobian.pow(2).sum(dim=(0, 2))
+
+
+def sigmoid_jacobian_penalty(z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``jacobian_penalty`` of one sigmoid layer z = sigmoid(W x + b), in closed form: shape (n,).
+
+    dz_j/dx = z_j (1 - z_j) W_j (W_j the j-th row of W, shape (k, d)), so
+    ||J(x)||_F^2 = sum_j (z_j (1 - z_j))^2 ||W_j||^2: one matrix product instead of k backward
+    passes (Rifai et al., 2011).
+    """
+    if z.shape[-1] != weight.shape[-2]:
+        raise ValueError(f"z has {z.shape[-1]} units but weight has {weight.shape[-2]} rows; pass the "
+                         "encoder layer's weight W of shape (code units, inputs)")
+    return (z * (1 - z)).pow(2) @ weight.pow(2).sum(dim=-1)

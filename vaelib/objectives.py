@@ -421,10 +421,12 @@ class SparseReconstruction(Objective):
         recon = reconstruction_term(x, out)
         h = out.z
         if self.penalty == "kl":
-            low, high = h.min().item(), h.max().item()
-            if low < 0 or high > 1:
-                raise ValueError(f"the KL sparsity penalty needs code activations in [0, 1] (sigmoid units), "
-                                 f"got values in [{low:.3g}, {high:.3g}]; use activation='sigmoid' or penalty='l1'")
+            if not _checks.inside_transform(h):  # vaelib.fit checks every step; fit_batched's vmap cannot read values
+                low, high = h.min().item(), h.max().item()
+                if low < 0 or high > 1:
+                    raise ValueError(f"the KL sparsity penalty needs code activations in [0, 1] (sigmoid "
+                                     f"units), got values in [{low:.3g}, {high:.3g}]; use "
+                                     "activation='sigmoid' or penalty='l1'")
             penalty = kl_sparsity(h, self.rho)
         else:
             penalty = l1_activity(h)
@@ -432,9 +434,35 @@ class SparseReconstruction(Objective):
                 "mean_activation": h.detach().mean()}
 
 
+class ContractiveReconstruction(Objective):
+    """Reconstruction error plus the encoder's Jacobian penalty: the contractive autoencoder's loss.
+
+    loss = R + weight·C, C = (1/n) sum_i ||J_f_e(x_i)||_F^2 (Rifai et al., 2011), with the
+    per-point norms that the model hands over in ``out.contraction`` (``vaelib.ContractiveAutoencoder``
+    computes them). The penalty rewards a code that moves little when the input moves; the
+    reconstruction term keeps it moving along the directions the data vary in. Terms: ``loss``,
+    ``recon``, ``contraction`` (C, unweighted). Taught in the book's chapter on denoising, sparse
+    and contractive autoencoders (book/denoising_sparse.ipynb).
+    """
+
+    def __init__(self, weight: float = 0.1):
+        super().__init__()
+        self.weight = _checks.non_negative_float("weight", weight)
+
+    def forward(self, x: torch.Tensor, out: ModelOutput) -> Terms:
+        if out.contraction is None:
+            raise ValueError("the contractive objective needs the encoder's Jacobian norm in the model's "
+                             "output (out.contraction), which this model does not compute; use "
+                             "vaelib.ContractiveAutoencoder")
+        recon = reconstruction_term(x, out)
+        contraction = out.contraction.mean(dim=-1)
+        return {"loss": recon + self.weight * contraction, "recon": recon, "contraction": contraction}
+
+
 # Objectives by the names a command line or a sweep file uses.
 OBJECTIVES: dict[str, type[Objective]] = {
-    "reconstruction": Reconstruction, "sparse": SparseReconstruction, "elbo": ELBO, "sigma-vae": SigmaVAE,
+    "reconstruction": Reconstruction, "sparse": SparseReconstruction,
+    "contractive": ContractiveReconstruction, "elbo": ELBO, "sigma-vae": SigmaVAE,
     "ko": KoLagrangian, "kl-constrained": KLConstrained, "geco": GECO,
 }
 

@@ -6,6 +6,7 @@ registry that makes a model checkpointable (``register_model``, ``load_model``),
 from vaelib.models.aae import AAE
 from vaelib.models.autoencoder import Autoencoder
 from vaelib.models.base import ModelOutput, build_model, load_model, register_model, registered_models
+from vaelib.models.contractive import ContractiveAutoencoder
 from vaelib.models.conv import ConvAutoencoder
 from vaelib.models.cvae import CVAE, append_labels
 from vaelib.models.denoising import DenoisingAutoencoder
@@ -13,6 +14,6 @@ from vaelib.models.sparse import SparseAutoencoder
 from vaelib.models.tied import TiedAutoencoder
 from vaelib.models.vae import VAE
 
-__all__ = ["AAE", "Autoencoder", "CVAE", "ConvAutoencoder", "DenoisingAutoencoder", "ModelOutput",
+__all__ = ["AAE", "Autoencoder", "CVAE", "ContractiveAutoencoder", "ConvAutoencoder", "DenoisingAutoencoder", "ModelOutput",
            "SparseAutoencoder", "TiedAutoencoder", "VAE", "append_labels", "build_model", "load_model",
            "register_model", "registered_models"]

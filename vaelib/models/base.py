@@ -45,7 +45,10 @@ class ModelOutput:
     the mean and log-variance of the Gaussian posterior q(z|x). ``target`` is what ``recon``
     reconstructs when that is not the whole input row: a conditional model reads its label in
     the row's last columns and reconstructs only the features before them. Objectives score
-    ``recon`` against ``target``, or against the input when it is None.
+    ``recon`` against ``target``, or against the input when it is None. ``contraction`` is, per
+    point, the squared Frobenius norm of the encoder's Jacobian at the input, ||dz/dx||_F^2, for a
+    model that computes it (``vaelib.ContractiveAutoencoder``): an objective sees only this output,
+    not the encoder, so the model hands it over.
     """
 
     recon: torch.Tensor
@@ -54,6 +57,7 @@ class ModelOutput:
     logvar: torch.Tensor | None = None
     recon_is_logits: bool = False
     target: torch.Tensor | None = None
+    contraction: torch.Tensor | None = None
 
 
 def register_model(cls: type[nn.Module]) -> type[nn.Module]:

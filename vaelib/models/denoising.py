@@ -36,6 +36,10 @@ class DenoisingAutoencoder(Autoencoder):
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         _checks.model_input("x", x, self.in_dim)
+        if self.training and _checks.inside_transform(x):
+            raise ValueError("a DenoisingAutoencoder draws its corruption inside forward, which "
+                             "vaelib.fit_batched cannot vectorise (its runs draw no random numbers "
+                             "there): train each seed with vaelib.fit")
         seen = corrupt(x, self.noise_std, self.mask_prob) if self.training else x
         z = self.encode(seen)
         return ModelOutput(recon=self.decoder(z), z=z)
