@@ -284,3 +284,26 @@ def test_a_frozen_alpha_is_not_trained_by_the_kernel(data):
     (actual,) = _train_batched([(frozen, 0)], data, backend="kernel", **SETTINGS)
     _assert_same_run(expected, actual)
     assert actual[1].alpha.item() == 0.5
+
+
+def test_both_trainers_satisfy_the_trainer_protocol():
+    from vaelib.engine import GenericTrainer, KernelTrainer, Trainer
+
+    members = [name for name in vars(Trainer) if not name.startswith("_")] + list(Trainer.__annotations__)
+    assert {"epoch", "mark", "rollback", "state", "restore", "write_back", "backend"} <= set(members)
+    for cls, backend in ((GenericTrainer, "torch"), (KernelTrainer, "kernel")):
+        assert all(hasattr(cls, name) for name in members), cls
+        assert cls.backend == backend
+
+
+def test_auto_says_which_backend_trained_and_why_it_fell_back(data, caplog):
+    x = torch.rand(64, 16, generator=torch.Generator().manual_seed(0))
+    model, objective = _build(lambda: vaelib.ELBO(), 3, in_dim=16, decoder="bernoulli")
+    with caplog.at_level("DEBUG", logger="vaelib.engine"):
+        histories = fit_batched([model], [objective], x, seeds=[3], progress=False, epochs=1)
+    assert histories.backend == "torch" and len(histories) == 1
+    assert histories.fallback_reason == "it implements the Gaussian decoder only"
+    assert "on the generic PyTorch path, not the C kernel: it implements the Gaussian decoder only" in caplog.text
+    model, objective = _build(lambda: vaelib.ELBO(), 3)
+    chosen = fit_batched([model], [objective], data, seeds=[3], progress=False, epochs=1, backend="torch")
+    assert chosen.backend == "torch" and chosen.fallback_reason is None  # asked for, not a fallback

@@ -12,7 +12,7 @@ Two kinds of file share one layout, a ``safetensors`` file whose header metadata
   states of the random generators: ``torch``, the global one, and ``order``, fit's data order).
   ``meta`` holds the model's class and constructor arguments, the objective's and optimiser's
   classes, the optimiser's hyper-parameters, the history, the settings of the ``fit`` call and the
-  run's fingerprint (see ``vaelib.train.settings_fingerprint``), which resuming compares.
+  run's fingerprint (see ``vaelib.runs.settings_fingerprint``), which resuming compares.
 * a **training state** (format ``"vaelib-training-state"``, version 1) holds any nested state of
   dicts, lists, tuples, tensors and JSON values (``save_state``, ``load_state``):
   ``vaelib.engine.fit_batched`` keeps every run's state in one. Its tensors are named by their

@@ -63,6 +63,16 @@ class Objective(nn.Module):
         return [(name, p) for name, p in self.named_parameters() if p.requires_grad]
 
 
+def objective_kind(objective: Objective) -> tuple[type[Objective], tuple[tuple[str, str], ...]]:
+    """What makes two objectives the same computation: the class and every setting that is not a
+    tensor (an ELBO with beta = 4 and one with beta = 1 are two kinds, because beta is a Python
+    number the objective's code reads). ``vaelib.fit_batched`` vectorises the runs of one kind
+    together, and a run's fingerprint (``vaelib.runs.settings_fingerprint``) records the settings."""
+    settings = tuple(sorted((name, repr(value)) for name, value in vars(objective).items()
+                            if not name.startswith("_") and not isinstance(value, (torch.Tensor, nn.Module))))
+    return type(objective), settings
+
+
 def reconstruction_target(x: torch.Tensor, out: ModelOutput) -> torch.Tensor:
     """What the reconstruction is scored against: ``out.target`` when the model sets it (a
     conditional model's input row ends with its label, which it does not reconstruct), else x."""

@@ -17,7 +17,8 @@ from vaelib import _checks
 from vaelib.models.autoencoder import ModelOutput
 from vaelib.nn import TiedLinear
 from vaelib.objectives import Reconstruction
-from vaelib.train import History, fit
+from vaelib.runs import History
+from vaelib.train import fit
 
 
 class _LayerPair(nn.Module):

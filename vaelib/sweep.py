@@ -124,7 +124,7 @@ from vaelib.losses import gaussian_kl
 from vaelib.models.base import build_model, registered_models
 from vaelib.objectives import OBJECTIVES, kl_term, make_objective, reconstruction_term
 from vaelib.tables import mean_std_cell, render_table
-from vaelib.train import OPTIMIZERS
+from vaelib.runs import OPTIMIZERS
 
 # Part of every run's key: bump it when the meaning of a spec or of a result changes.
 FORMAT = 1

@@ -32,7 +32,7 @@ from vaelib import _checks, threads
 from vaelib.estimators import DEFAULT_DECODER_VARIANCE, decoder_log_likelihood
 from vaelib.losses import gaussian_log_density
 from vaelib.models import VAE
-from vaelib.train import History, TrainingDiverged, check_decoder_range
+from vaelib.runs import History, TrainingDiverged, check_decoder_range
 
 
 def recognition_codes(model: VAE, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     write the results as one group and print them. Errors are one line: 2 for bad input (also a
     full disk, naming the file), 1 when training diverged, 130 when interrupted."""
     from vaelib.experiments import ko2023
-    from vaelib.train import TrainingDiverged
+    from vaelib.runs import TrainingDiverged
 
     try:
         config = ko2023.Ko2023Config(

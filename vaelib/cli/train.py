@@ -64,7 +64,8 @@ def tabular_models() -> dict[str, type]:
 
 def add_parser(commands) -> argparse.ArgumentParser:
     from vaelib.objectives import OBJECTIVES
-    from vaelib.train import OPTIMIZERS, fit
+    from vaelib.runs import OPTIMIZERS
+    from vaelib.train import fit
 
     fit_defaults = {name: p.default for name, p in inspect.signature(fit).parameters.items()}
     cmd = commands.add_parser(
@@ -126,7 +127,7 @@ def holdout_fraction(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Check everything that can be checked before training, then train, save and report."""
-    from vaelib.train import TrainingDiverged
+    from vaelib.runs import TrainingDiverged
 
     try:
         plan = prepare(args)

@@ -22,14 +22,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
-from vaelib.objectives import Objective
-
-
-def objective_kind(objective: Objective) -> tuple:
-    """What runs must share to be vectorised together: the class and every non-tensor setting."""
-    settings = tuple(sorted((name, repr(value)) for name, value in vars(objective).items()
-                            if not name.startswith("_") and not isinstance(value, (torch.Tensor, nn.Module))))
-    return type(objective), settings
+from vaelib.engine._trainer import EpochTerms
+from vaelib.objectives import Objective, objective_kind
 
 
 def _install(module: nn.Module, name: str, value: torch.Tensor, parameter: bool) -> None:
@@ -98,7 +92,10 @@ class _Group:
 
 
 class GenericTrainer:
-    """Trains the runs with PyTorch: one vectorised forward and backward per group and step."""
+    """Trains the runs with PyTorch: one vectorised forward and backward per group and step (the
+    engine's ``Trainer`` protocol, ``_trainer.py``)."""
+
+    backend = "torch"
 
     def __init__(self, models: list[nn.Module], objectives: list[Objective], optimizer_class, lr: float,
                  device: torch.device):
@@ -133,6 +130,12 @@ class GenericTrainer:
         for group, saved in zip(self.groups, state["tensors"]):
             for name, tensor in self._tensors(group).items():
                 tensor.copy_(saved[name])
+        for group in self.optimizer.param_groups:  # load_state_dict does not compare the moments' shapes
+            for parameter in group["params"]:
+                for key, value in self.optimizer.state.get(parameter, {}).items():
+                    if isinstance(value, torch.Tensor) and value.dim() and value.shape != parameter.shape:
+                        raise ValueError(f"the optimiser's {key!r} has shape {tuple(value.shape)}, its parameter "
+                                         f"{tuple(parameter.shape)}")
 
     @staticmethod
     def _tensors(group: _Group) -> dict[str, torch.Tensor]:
@@ -142,7 +145,7 @@ class GenericTrainer:
         return named
 
     def epoch(self, x: torch.Tensor, order: torch.Tensor, noise: torch.Tensor | None,
-              sizes: list[int]) -> list[tuple[list[int], dict[str, torch.Tensor]]]:
+              sizes: list[int]) -> EpochTerms:
         """One epoch of every run; per group of runs, each term at every step, (steps, runs)."""
         per_step: list[list[dict[str, torch.Tensor]]] = [[] for _ in self.groups]
         first = 0

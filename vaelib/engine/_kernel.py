@@ -6,7 +6,7 @@ and the CPU, so that a later process loads it in milliseconds. Without a working
 engine falls back to its generic PyTorch path.
 
 The kernel implements the VAE family's one formula (``vaelib.objectives``, module docstring) for
-the settings in ``_layout.SETTINGS``; ``problem`` says when a set of runs is outside what it covers.
+the settings in ``_layout.SETTINGS``; ``kernel_net`` says when a set of runs is outside what it covers, and why.
 """
 from __future__ import annotations
 
@@ -16,42 +16,49 @@ import math
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from vaelib import threads
 from vaelib.engine import _build, _layout
-from vaelib.engine._layout import Net
-from vaelib.objectives import ConstrainedObjective, Objective, VAEObjective
+from vaelib.engine._layout import Net, Unsupported
+from vaelib.engine._trainer import EpochTerms
+from vaelib.objectives import ConstrainedObjective, Objective, VAEObjective, objective_kind
 
 SOURCE = Path(__file__).with_name("kernel.c")
+# torch.optim.Adam's defaults, which vaelib.fit uses; the kernel's update repeats its arithmetic.
+ADAM_BETAS = (0.9, 0.999)
 ACTIVATION_CODES = {"ptanh": 1, "tanh": 2, "relu": 3, "sigmoid": 4, "elu": 5, "identity": 6}
 OPTIMIZER_CODES = {"adam": 0, "sgd": 1}
 LIMITS = {"layers": 64, "pieces": 256}  # kernel.c's MAX_LAYERS and MAX_PIECES
 
 
-def problem(models: list, objectives: list[Objective], optimizer: str, device: torch.device) -> Net | str:
-    """The layers the kernel would train, or why it cannot train these runs (then the engine takes
-    its generic PyTorch path)."""
+def kernel_net(models: list[nn.Module], objectives: list[Objective], optimizer: str,
+               device: torch.device) -> Net | Unsupported:
+    """The layers the kernel would train, or ``Unsupported`` with the reason it cannot train these
+    runs (then the engine takes its generic PyTorch path)."""
     if device.type != "cpu":
-        return f"it runs on the CPU, not on {device}"
+        return Unsupported(f"it runs on the CPU, not on {device}")
     net = _layout.describe(models[0])
-    if isinstance(net, str):
+    if isinstance(net, Unsupported):
         return net
     for i, model in enumerate(models):
         if any(p.dtype != torch.float32 for p in model.parameters()):
-            return f"it computes in float32; models[{i}] is not float32"
+            return Unsupported(f"it computes in float32; models[{i}] is not float32")
         if not all(p.requires_grad for p in model.parameters()):
-            return f"models[{i}] has frozen parameters; it trains every weight"
+            return Unsupported(f"models[{i}] has frozen parameters; it trains every weight")
     for i, objective in enumerate(objectives):
         if not follows_the_family_formula(objective):
-            return (f"objectives[{i}] ({type(objective).__name__}) is not written as a vaelib.objectives.Form "
-                    "(it overrides forward, combine or a hook)")
+            return Unsupported(f"objectives[{i}] ({type(objective).__name__}) is not written as a "
+                               "vaelib.objectives.Form (it overrides forward, combine or a hook)")
     if optimizer not in OPTIMIZER_CODES:
-        return f"it implements the optimisers {sorted(OPTIMIZER_CODES)}, not {optimizer!r}"
+        return Unsupported(f"it implements the optimisers {sorted(OPTIMIZER_CODES)}, not {optimizer!r}")
     needs = {"layers": sum(layer.kind == "linear" for layer in (*net.encoder, *net.decoder)),
              "pieces": len(net.shapes)}
     if any(needs[name] > limit for name, limit in LIMITS.items()):
-        return f"it handles at most {LIMITS} layers and parameter tensors, these runs need {needs}"
+        return Unsupported(f"it handles at most {LIMITS} layers and parameter tensors, these runs need {needs}")
     if load() is None:
-        return "it could not be built or loaded (no C compiler, or see the KernelUnavailableWarning; set CC to one)"
+        return Unsupported("it could not be built or loaded (no C compiler, or see the KernelUnavailableWarning; "
+                           "set CC to one)")
     return net
 
 
@@ -134,3 +141,95 @@ def _layer_spec(net: Net) -> tuple[torch.Tensor, torch.Tensor]:
             spec.append([*net.shapes[layer.pieces[0]], activation, *layer.pieces, a, b, 0])
             constants.append(after.elu_alpha if after is not None else 1.0)
     return torch.tensor(spec, dtype=torch.int64), torch.tensor(constants, dtype=torch.float32)
+
+
+class KernelTrainer:
+    """The C kernel's side of the engine (its ``Trainer`` protocol, ``_trainer.py``): the flat
+    parameter buffer, Adam's moments, the multipliers' state."""
+
+    backend = "kernel"
+
+    def __init__(self, net: _layout.Net, models: list[nn.Module], objectives: list[Objective], x: torch.Tensor,
+                 sizes: list[int], optimizer: str, lr: float):
+        self.net, self.objectives, self.features = net, objectives, x.shape[1]
+        theta = _layout.gather(models, objectives, net)
+        # The parameters and Adam's two moments are rows of one buffer, so that mark() is one copy.
+        self.optimised = torch.zeros(3, theta.numel(), dtype=theta.dtype)
+        self.optimised[0] = theta
+        self.tensors = {"theta": self.optimised[0], "adam_m": self.optimised[1], "adam_v": self.optimised[2],
+                        "multiplier": _layout.multiplier_state(objectives)}
+        self.call = EpochCall(net, objectives, sizes, optimizer, lr, threads.kernel_threads(len(models)))
+        self.lr = lr
+        self.batch_sizes = torch.tensor(sizes)[:, None]
+        # Runs whose objectives share a kind share one combine() call per epoch, on (steps, runs) tensors.
+        kinds: dict[tuple, list[int]] = {}
+        for r, objective in enumerate(objectives):
+            kinds.setdefault(objective_kind(objective), []).append(r)
+        self.groups = list(kinds.values())
+        # Each group's columns of the kernel's (steps, runs) output: all of them when one group holds every run.
+        self.group_columns = [slice(None) if runs == list(range(len(objectives))) else torch.tensor(runs)
+                              for runs in self.groups]
+        self.steps_done = 0
+        self._mark: dict | None = None
+
+    def state(self) -> dict:
+        return {"steps_done": self.steps_done, **{name: t.clone() for name, t in self.tensors.items()}}
+
+    def mark(self) -> None:
+        """Remember the state (into buffers kept for the purpose: an epoch allocates nothing)."""
+        if self._mark is None:
+            self._mark = {"optimised": self.optimised.clone(), "multiplier": self.tensors["multiplier"].clone()}
+        else:
+            self._mark["optimised"].copy_(self.optimised)
+            self._mark["multiplier"].copy_(self.tensors["multiplier"])
+        self._mark["steps_done"] = self.steps_done
+
+    def rollback(self) -> None:
+        """Go back to the state ``mark`` remembered."""
+        self.steps_done = self._mark["steps_done"]
+        self.optimised.copy_(self._mark["optimised"])
+        self.tensors["multiplier"].copy_(self._mark["multiplier"])
+
+    def all_finite(self) -> bool:
+        return bool(torch.isfinite(self.tensors["theta"]).all())
+
+    def restore(self, state: dict) -> None:
+        self.steps_done = state["steps_done"]
+        for name, tensor in self.tensors.items():
+            tensor.copy_(state[name])
+
+    def epoch(self, x: torch.Tensor, order: torch.Tensor, noise: torch.Tensor, sizes: list[int]) -> EpochTerms:
+        """One epoch; per group of runs, each term at every step of every run, (steps, runs)."""
+        t = self.tensors
+        columns = self.call([t["theta"], t["adam_m"], t["adam_v"]], t["multiplier"], x, order, noise,
+                            *adam_schedule(self.lr, self.steps_done, len(sizes)))
+        self.steps_done += len(sizes)
+        recon, kl, alpha = columns.unbind(-1)  # _layout.STEP_COLUMNS
+        # Each objective names its terms from the kernel's R, KL and alpha with its own combine().
+        groups = []
+        for runs, columns in zip(self.groups, self.group_columns):
+            objective = self.objectives[runs[0]]
+            terms = objective.combine(recon[:, columns], kl[:, columns], batch_size=self.batch_sizes,
+                                      features=self.features,
+                                      alpha=alpha[:, columns] if isinstance(objective, ConstrainedObjective) else None)
+            groups.append((runs, terms))
+        return groups
+
+    def parameters_finite(self) -> list[bool]:
+        runs = len(self.objectives)
+        pieces = _layout.unflatten(self.tensors["theta"], self.net, runs)
+        return torch.stack([torch.isfinite(p.reshape(runs, -1)).all(1) for p in pieces]).all(0).tolist()
+
+    def write_back(self, models: list[nn.Module], objectives: list[Objective]) -> None:
+        _layout.scatter(self.tensors["theta"], self.tensors["multiplier"], models, objectives, self.net)
+
+
+def adam_schedule(lr: float, done: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adam's per-step scalars for t = done + 1 .. done + steps, -lr / (1 - beta1^t) and
+    sqrt(1 - beta2^t), computed with Python floats as torch.optim.Adam computes them, then rounded
+    to float32 as its kernels round them. One epoch at a time: memory does not grow with the epochs."""
+    beta1, beta2 = ADAM_BETAS
+    steps_taken = [float(t) for t in range(done + 1, done + steps + 1)]
+    step_size = [-lr / (1 - beta1 ** t) for t in steps_taken]
+    bias_correction2_sqrt = [(1 - beta2 ** t) ** 0.5 for t in steps_taken]
+    return torch.tensor(step_size, dtype=torch.float32), torch.tensor(bias_correction2_sqrt, dtype=torch.float32)

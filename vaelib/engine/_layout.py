@@ -30,6 +30,13 @@ STEP_COLUMNS = ("recon", "kl", "alpha")
 
 
 @dataclass(frozen=True)
+class Unsupported:
+    """Why the kernel cannot train a set of runs (the engine then takes its generic path)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Layer:
     """One module of an MLP: ``kind`` is "linear" or an activation; ``pieces`` index its stacked
     parameters ((weight, bias) for linear, (a, b) for ptanh); ``elu_alpha`` is ELU's constant."""
@@ -53,12 +60,12 @@ class Net:
         return len(self.shapes) - 1
 
 
-def describe(model: VAE) -> Net | str:
+def describe(model: nn.Module) -> Net | Unsupported:
     """The layers of a VAE as the kernel needs them, or why the kernel cannot train it."""
     if type(model) is not VAE:
-        return f"it trains vaelib.VAE models, not {type(model).__name__}"
+        return Unsupported(f"it trains vaelib.VAE models, not {type(model).__name__}")
     if model.decoder_kind != "gaussian":
-        return "it implements the Gaussian decoder only"
+        return Unsupported("it implements the Gaussian decoder only")
     shapes: list[tuple[int, ...]] = []
     layers = []
     for stack in (model.encoder, model.decoder):
@@ -73,7 +80,7 @@ def describe(model: VAE) -> Net | str:
             elif type(module) in ACTIVATION_KINDS:
                 part.append(Layer(ACTIVATION_KINDS[type(module)], elu_alpha=float(getattr(module, "alpha", 1.0))))
             else:
-                return f"it has no code for the layer {type(module).__name__}"
+                return Unsupported(f"it has no code for the layer {type(module).__name__}")
         layers.append(tuple(part))
     return Net(layers[0], layers[1], (*shapes, ()))
 

@@ -41,7 +41,7 @@ from vaelib.models import VAE
 from vaelib.objectives import ELBO, GECO, ConstrainedObjective, KLConstrained, KoLagrangian, Objective, SigmaVAE
 from vaelib.seeding import seed_everything
 from vaelib.tables import mean_std_cell, render_table
-from vaelib.train import History
+from vaelib.runs import History
 
 # The sample-quality metrics of the table, in this order, with their labels and which way is better.
 QUALITY = {"surface_distance": ("distance to surface", "lower"), "coverage_distance": ("coverage distance", "lower"),

@@ -48,7 +48,8 @@ from vaelib.objectives import ALPHA_RULES, ELBO, KL_REDUCTIONS, KoLagrangian, Ob
 from vaelib.pca import fit_pca
 from vaelib.seeding import seed_everything
 from vaelib.tables import mean_std_cell, render_table
-from vaelib.train import OPTIMIZERS, History, check_lr, fit
+from vaelib.runs import OPTIMIZERS, History, check_lr
+from vaelib.train import fit
 
 OBJECTIVES = ("proposed", "elbo")
 # Figure 1's clouds are scored on this many points against fresh data drawn with seed + FRESH_DATA_SEED.

@@ -17,7 +17,7 @@ from vaelib.engine import fit_batched
 from vaelib.models import VAE
 from vaelib.objectives import Objective
 from vaelib.seeding import seed_everything
-from vaelib.train import History
+from vaelib.runs import History
 
 
 @dataclass
