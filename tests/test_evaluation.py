@@ -1,4 +1,5 @@
-"""vaelib.evaluation: held-out error, linear probe, ROC AUC, atom concentration, decoder variance."""
+"""vaelib.evaluation: held-out error, linear probe, ROC AUC, atom concentration, decoder variance,
+active units."""
 import pytest
 import torch
 
@@ -111,3 +112,39 @@ def test_the_implied_variance_makes_the_loss_a_multiple_of_the_negative_elbo(cos
         negative_elbo = terms["recon"] / (2 * variance) + terms["kl"]
         gaps.append((terms["loss"] / objective.alpha.detach() - negative_elbo).item())
     assert gaps == pytest.approx([-0.1, -0.1], abs=1e-5)
+
+
+def _linear_encoder_vae(mean_weights: torch.Tensor) -> vaelib.VAE:
+    """A VAE on 2-D data whose posterior mean is mean_weights @ x (one row per latent dimension)."""
+    k = mean_weights.shape[0]
+    vae = vaelib.VAE(2, latent_dim=k, hidden=(), activation="identity")
+    with torch.no_grad():
+        layer = vae.encoder[0]
+        layer.weight.zero_()
+        layer.bias.zero_()
+        layer.weight[:k] = mean_weights
+    return vae
+
+
+def test_active_units_counts_the_dimensions_whose_posterior_mean_varies():
+    x = torch.randn(20_000, 2, generator=torch.Generator().manual_seed(0))
+    # dimension 0: mean x_0 (variance 1); 1: constant (0); 2: 0.05 x_1 (0.0025); 3: 0.2 x_1 (0.04)
+    vae = _linear_encoder_vae(torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.05], [0.0, 0.2]]))
+    variance = evaluation.posterior_mean_variance(vae, x)
+    expected = torch.tensor([x[:, 0].var(correction=0).item(), 0.0,
+                             0.05**2 * x[:, 1].var(correction=0).item(),
+                             0.2**2 * x[:, 1].var(correction=0).item()], dtype=torch.float64)
+    assert torch.allclose(variance, expected, rtol=1e-5, atol=1e-12)
+    assert evaluation.active_units(vae, x) == 2  # the default threshold 0.01 keeps 0 and 3
+    assert evaluation.active_units(vae, x, threshold=0.001) == 3
+    assert evaluation.active_units(vae, x, threshold=2.0) == 0
+
+
+def test_active_units_refuses_a_model_without_a_gaussian_encoder_and_bad_input():
+    with pytest.raises(TypeError, match="mu, logvar"):
+        evaluation.active_units(vaelib.Autoencoder(2, latent_dim=1), torch.randn(5, 2))
+    vae = vaelib.VAE(2, latent_dim=1)
+    with pytest.raises(ValueError, match="at least 2 points"):
+        evaluation.active_units(vae, torch.randn(1, 2))
+    with pytest.raises(ValueError, match="threshold"):
+        evaluation.active_units(vae, torch.randn(5, 2), threshold=0.0)

@@ -7,6 +7,8 @@
 * ``energy_concentration``: how much of each dictionary atom lies in its few strongest pixels.
 * ``implied_decoder_variance``: the Gaussian decoder variance a training objective stands for,
   which a log-likelihood estimate needs (see ``vaelib.estimators``).
+* ``posterior_mean_variance`` and ``active_units``: how many latent dimensions a VAE uses, as
+  Burda et al. (2016) count them.
 
 Every function leaves the model and the global random state as it found them.
 """
@@ -149,6 +151,38 @@ def implied_decoder_variance(objective: nn.Module) -> float | None:
     if recon_weight <= 0 or kl_weight <= 0:
         return None
     return kl_weight / (2 * recon_weight)
+
+
+ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016), section 5.2
+
+
+@torch.no_grad()
+def posterior_mean_variance(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The variance over the points of x of each latent dimension's posterior mean: shape (k,).
+
+    For a VAE with encoder q(z | x) = N(mu(x), diag sigma^2(x)) this is Var_x[mu_j(x)] for each
+    dimension j (divided by n, in float64). A dimension the decoder does not use has a posterior
+    equal to the prior for every x, so its mean does not move with x and the variance is near 0.
+    ``model.encode(x)`` must return ``(mu, logvar)``; the model's mode is left as it was.
+    """
+    encode = getattr(model, "encode", None)
+    if not callable(encode):
+        raise TypeError(f"model must have encode(x) -> (mu, logvar), as a vaelib.VAE has; got {type(model).__name__}")
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or len(x) < 2:
+        raise ValueError(f"x must be a tensor of shape (n, d) with at least 2 points, got {_shape_of(x)}")
+    code = encode(x)
+    if not isinstance(code, tuple) or len(code) != 2:
+        raise TypeError("model.encode(x) must return (mu, logvar), a Gaussian posterior; "
+                        f"{type(model).__name__}.encode returns {type(code).__name__}")
+    return code[0].double().var(dim=0, correction=0)
+
+
+def active_units(model: nn.Module, x: torch.Tensor, *, threshold: float = ACTIVE_THRESHOLD) -> int:
+    """The number of latent dimensions that are *active* on the data x: those whose posterior mean
+    varies over x with a variance above ``threshold`` (``posterior_mean_variance``; 0.01 by
+    default, Burda et al.'s threshold). "Kingma and Welling's experiments" counts them."""
+    threshold = _checks.positive_float("threshold", threshold)
+    return int((posterior_mean_variance(model, x) > threshold).sum())
 
 
 def _code(encode, x: torch.Tensor):
