@@ -234,6 +234,23 @@ class VAEObjective(Objective):
     def _alpha(self) -> torch.Tensor | None:
         return None
 
+    # The multiplier as an engine holds it (vaelib.engine's C kernel keeps every run's in flat
+    # buffers): read and written through these methods, so that no engine needs to know which
+    # objective keeps what. An objective without a multiplier has alpha = 0, which no rule moves.
+
+    def multiplier_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha, rule_state): alpha as a 0-d tensor and the state its rule keeps besides it, a
+        (2,) tensor: the moving average of the constraint and the count of updates (GECO's rule;
+        zeros for the others)."""
+        return torch.zeros(()), torch.zeros(2)
+
+    def load_multiplier_tensors(self, alpha: torch.Tensor, rule_state: torch.Tensor) -> None:
+        """Set alpha and its rule's state from values in the layout of ``multiplier_tensors``."""
+
+    def multiplier_trained(self) -> bool:
+        """Whether the trainer's optimiser moves alpha (by its gradient, with the rule's sign)."""
+        return False
+
 
 class ELBO(VAEObjective):
     """The negative evidence lower bound as Ko & Ko write it (eq. 6), with an optional beta.
@@ -319,6 +336,23 @@ class ConstrainedObjective(VAEObjective):
 
     def _alpha(self) -> torch.Tensor:
         return self.alpha
+
+    def multiplier_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.alpha_rule == "geco":
+            rule_state = torch.stack([self.constraint_average, self.updates]).detach()
+        else:
+            rule_state = torch.zeros(2)
+        return self.alpha.detach(), rule_state
+
+    @torch.no_grad()
+    def load_multiplier_tensors(self, alpha: torch.Tensor, rule_state: torch.Tensor) -> None:
+        self.alpha.copy_(alpha)
+        if self.alpha_rule == "geco":
+            self.constraint_average.copy_(rule_state[0])
+            self.updates.copy_(rule_state[1])
+
+    def multiplier_trained(self) -> bool:
+        return self.alpha.requires_grad
 
     def before_step(self) -> None:
         if self.alpha.grad is not None:

@@ -20,16 +20,11 @@ from torch import nn
 
 from vaelib import threads
 from vaelib.engine import _build, _layout
-from vaelib.engine._layout import Net, Unsupported
+from vaelib.engine._layout import ACTIVATION_CODES, ADAM_BETAS, LAYER_FIELDS, LIMITS, OPTIMIZER_CODES, Net, Unsupported
 from vaelib.engine._trainer import EpochTerms
 from vaelib.objectives import ConstrainedObjective, Objective, VAEObjective, objective_kind
 
 SOURCE = Path(__file__).with_name("kernel.c")
-# torch.optim.Adam's defaults, which vaelib.fit uses; the kernel's update repeats its arithmetic.
-ADAM_BETAS = (0.9, 0.999)
-ACTIVATION_CODES = {"ptanh": 1, "tanh": 2, "relu": 3, "sigmoid": 4, "elu": 5, "identity": 6}
-OPTIMIZER_CODES = {"adam": 0, "sgd": 1}
-LIMITS = {"layers": 64, "pieces": 256}  # kernel.c's MAX_LAYERS and MAX_PIECES
 
 
 def kernel_net(models: list[nn.Module], objectives: list[Objective], optimizer: str,
@@ -88,8 +83,9 @@ def load():
 
 
 # -fno-trapping-math and -fno-math-errno let the compiler vectorise branch-free selections and
-# divisions; neither changes a result.
-FLAGS = ["-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-pthread", "-shared", "-fPIC"]
+# divisions; neither changes a result. The contract with _layout.py comes last, as -D macros.
+FLAGS = ["-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-pthread", "-shared", "-fPIC",
+         *_layout.kernel_defines()]
 
 
 class EpochCall:
@@ -123,13 +119,14 @@ class EpochCall:
             multiplier_state.data_ptr(), self.optimizer, self.lr, step_size.data_ptr(),
             bias_correction2_sqrt.data_ptr(), columns.data_ptr(), self.threads)
         if status != 0:
-            raise MemoryError(f"the engine's C kernel stopped with status {status} (1: sizes beyond its limits, "
+            raise MemoryError(f"the engine's C kernel stopped with status {status} (1: sizes or codes beyond its limits, "
                               "2: out of memory)")
         return columns
 
 
 def _layer_spec(net: Net) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per linear layer: in, out, the activation after it, its pieces (weight, bias, a, b); ELU's alpha."""
+    """Per linear layer, its ``_layout.LAYER_FIELDS`` (sizes, the activation after it, its pieces);
+    and ELU's alpha."""
     spec, constants = [], []
     for stack in (net.encoder, net.decoder):
         for i, layer in enumerate(stack):
@@ -137,8 +134,10 @@ def _layer_spec(net: Net) -> tuple[torch.Tensor, torch.Tensor]:
                 continue
             after = stack[i + 1] if i + 1 < len(stack) else None
             a, b = after.pieces if after is not None and after.kind == "ptanh" else (-1, -1)
-            activation = ACTIVATION_CODES[after.kind] if after is not None else 0
-            spec.append([*net.shapes[layer.pieces[0]], activation, *layer.pieces, a, b, 0])
+            (size_in, size_out), (weight, bias) = net.shapes[layer.pieces[0]], layer.pieces
+            fields = {"in": size_in, "out": size_out, "activation": ACTIVATION_CODES[after.kind] if after else 0,
+                      "weight": weight, "bias": bias, "a": a, "b": b}
+            spec.append([fields[name] for name in LAYER_FIELDS])
             constants.append(after.elu_alpha if after is not None else 1.0)
     return torch.tensor(spec, dtype=torch.int64), torch.tensor(constants, dtype=torch.float32)
 

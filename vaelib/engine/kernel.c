@@ -1,7 +1,8 @@
 /* One epoch of many independent VAE trainings: the CPU kernel behind vaelib.engine.
 
-   vaelib/engine/_stacked.py holds the same computation in PyTorch operations (the reference, and
-   the path for other devices). Here the work of one run stays in cache: a minibatch (in chunks of
+   vaelib/engine/_generic.py computes the same with the objectives' and models' own PyTorch code
+   (the reference, and the path for what this kernel does not cover). Here the work of one run stays
+   in cache: a minibatch (in chunks of
    at most CHUNK points) goes forward and backward through the encoder and decoder layer by layer,
    every array laid out feature by feature with 8 points to a vector, then the run's optimiser
    step follows. The runs are independent, so each thread trains whole runs through the whole
@@ -17,20 +18,30 @@
      theta   the parameters, piece after piece; piece i holds every run's copy, run r's at
              piece_offset[i] + r * piece_numel[i]. A weight is (in, out), a bias (out), alpha last.
              adam_m and adam_v are laid out like theta.
-     layer_spec     per linear layer, encoder first, 8 int64: in, out, the activation after it,
-                    and the pieces of its weight, bias, a and b (-1 if none), then one unused.
+     layer_spec     per linear layer, encoder first, N_LAYER_FIELDS int64 (LAYER_IN, LAYER_OUT, ...):
+                    in, out, the activation after it, and the pieces of its weight, bias, a and b
+                    (-1 if none).
      layer_constant per linear layer: ELU's alpha.
-     run_settings   per run, n_settings floats (vaelib/engine/_layout.py's SETTINGS): the objective's
+     run_settings   per run, N_SETTINGS floats (S_RECON_WEIGHT, ...: _layout.py's SETTINGS): the objective's
                     Form, loss = recon_weight R' + kl_weight KL + alpha (constraint_recon R' +
                     constraint_kl KL - bound), with KL summed over the batch (kl_summed) or averaged
                     and R' = R, or the Gaussian NLL under the best variance (calibrated); then the
                     alpha rule: alpha's gradient sign, reflect / project a negative alpha, or GECO's
                     multiplicative update (ema, rate, floor, ceiling).
-     multiplier_state (runs, 2)        GECO's moving average of the constraint and its update count
-     terms   (steps, runs, 3): R, the batch-averaged KL and alpha (before the step), per step;
-             vaelib.objectives makes the named terms from them.
+     multiplier_state (runs, N_MULTIPLIER_STATE)  GECO's moving average of the constraint and its
+                                       update count (MULTIPLIER_AVERAGE, MULTIPLIER_UPDATES)
+     terms   (steps, runs, N_STEP_COLUMNS): R, the batch-averaged KL and alpha (before the step), per
+             step (STEP_RECON, STEP_KL, STEP_ALPHA); vaelib.objectives makes the named terms from them.
    Returns 0, or 1 for sizes beyond the fixed limits, 2 when memory runs out.
+
+   The contract with the Python side (the names S_*, STEP_*, LAYER_*, ACT_*, OPT_*, MULTIPLIER_*,
+   N_*, MAX_LAYERS, MAX_PIECES and Adam's constants ADAM_*) is not defined here: it comes from
+   vaelib/engine/_layout.py as -D flags (_layout.kernel_defines), so that one source states it. A
+   name missing there stops the compiler with that name.
 */
+#if !defined(N_SETTINGS) || !defined(N_STEP_COLUMNS) || !defined(N_LAYER_FIELDS) || !defined(MAX_LAYERS)
+#error "kernel.c takes its contract from vaelib/engine/_layout.py: build it through vaelib.engine._kernel"
+#endif
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -39,15 +50,11 @@
 
 #define LANES 8
 #define CHUNK 128
-#define MAX_LAYERS 64
-#define MAX_PIECES 256
 #define MAX_THREADS 256
 
 typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(LANES * sizeof(int32_t))));
 
-enum { ACT_NONE = 0, ACT_PTANH = 1, ACT_TANH = 2, ACT_RELU = 3, ACT_SIGMOID = 4, ACT_ELU = 5, ACT_IDENTITY = 6 };
-enum { OPT_ADAM = 0, OPT_SGD = 1 };
 
 static inline vf splat(float a) { return (vf){a, a, a, a, a, a, a, a}; }  /* LANES == 8 */
 static inline vf vselect(vi mask, vf if_true, vf if_false) {
@@ -249,6 +256,8 @@ static void layer_forward(const Layer *L, const float *w, const float *bias, flo
     case ACT_ELU:
         for (int64_t i = 0; i < n; i++) t[i] = out[i] = vselect(u[i] > 0.0f, u[i], L->elu_alpha * (vexp(u[i]) - 1.0f));
         break;
+    case ACT_NONE:
+    case ACT_IDENTITY:
     default:
         for (int64_t i = 0; i < n; i++) out[i] = u[i];
     }
@@ -333,10 +342,6 @@ static inline __attribute__((always_inline)) void load_points(vf *dst, const flo
             for (int64_t c = 0; c < columns; c++) dst[c * nv + v][p] = row[c];
         }
 }
-
-enum { S_RECON_WEIGHT, S_KL_WEIGHT, S_CONSTRAINT_RECON, S_CONSTRAINT_KL, S_BOUND, S_KL_SUMMED, S_CALIBRATED,
-       S_MIN_VARIANCE, S_GRADIENT_SIGN, S_REFLECT, S_PROJECT, S_GECO, S_EMA, S_RATE, S_ALPHA_FLOOR,
-       S_ALPHA_CEILING, N_SETTINGS };
 
 /* The start of both passes over a chunk of `count` points at offset `at` of the epoch's order: which
    lanes hold points (the last vector may be partly padding), the points and their noise loaded into
@@ -457,9 +462,9 @@ static float run_step(const Net *net, Scratch *s, int64_t r, int64_t first, int6
     float constraint = settings[S_CONSTRAINT_RECON] * likelihood_term(settings, recon, F) +
                        settings[S_CONSTRAINT_KL] * (kl * kl_scale) - settings[S_BOUND];
     s->grad[net->piece_start[net->n_pieces - 1]] = settings[S_GRADIENT_SIGN] * constraint;
-    out[0] = recon;
-    out[1] = kl;
-    out[2] = alpha;
+    out[STEP_RECON] = recon;
+    out[STEP_KL] = kl;
+    out[STEP_ALPHA] = alpha;
     return constraint;
 }
 
@@ -479,15 +484,16 @@ static void run_update(const Net *net, Scratch *s, int64_t r, float *theta, floa
                 th[e] = th[e] + -lr * g[e];
                 continue;
             }
-            mi[e] = mi[e] + 0.1f * (g[e] - mi[e]);
-            vi_[e] = vi_[e] * 0.999f + 0.001f * g[e] * g[e];
-            th[e] = th[e] + step_size * mi[e] / (sqrtf(vi_[e]) / bc2_sqrt + 1e-8f);
+            mi[e] = mi[e] + ADAM_AVERAGE_WEIGHT * (g[e] - mi[e]);
+            vi_[e] = vi_[e] * ADAM_BETA2 + ADAM_SQUARE_WEIGHT * g[e] * g[e];
+            th[e] = th[e] + step_size * mi[e] / (sqrtf(vi_[e]) / bc2_sqrt + ADAM_EPS);
         }
     }
     if (settings[S_REFLECT] != 0.0f && *alpha < 0.0f) *alpha = 2.0f * alpha_before - *alpha;
     if (settings[S_PROJECT] != 0.0f && *alpha < 0.0f) *alpha = 0.0f;
     if (settings[S_GECO] != 0.0f) {
-        float *average = multiplier_state + 2 * r, *count = average + 1;
+        float *state = multiplier_state + N_MULTIPLIER_STATE * r;
+        float *average = state + MULTIPLIER_AVERAGE, *count = state + MULTIPLIER_UPDATES;
         *count += 1.0f;
         *average = *count == 1.0f ? constraint : settings[S_EMA] * *average + (1.0f - settings[S_EMA]) * constraint;
         float next = alpha_before * expf(settings[S_RATE] * *average);
@@ -517,7 +523,7 @@ static void *train_runs(void *arg) {
         const float *settings = e->run_settings + N_SETTINGS * r;
         for (int64_t k = 0, first = 0; k < e->steps; first += e->batch_sizes[k], k++) {
             float constraint = run_step(e->net, &s, r, first, e->batch_sizes[k], e->x, e->order, e->eps, e->theta,
-                                        settings, e->terms + (k * e->net->runs + r) * 3);
+                                        settings, e->terms + (k * e->net->runs + r) * N_STEP_COLUMNS);
             run_update(e->net, &s, r, e->theta, e->adam_m, e->adam_v, e->optimizer, e->lr, e->step_size[k],
                        e->bc2_sqrt[k], settings, constraint, e->multiplier_state);
         }
@@ -536,13 +542,15 @@ int vaelib_train_epoch(int64_t runs, int64_t points, int64_t features, int64_t l
     Layer layers[MAX_LAYERS];
     int64_t piece_start[MAX_PIECES], run_numel = 0;
     if (n_layers > MAX_LAYERS || n_pieces > MAX_PIECES || n_settings != N_SETTINGS) return 1;
+    if (optimizer != OPT_ADAM && optimizer != OPT_SGD) return 1;
     for (int64_t i = 0; i < n_pieces; i++) {
         piece_start[i] = run_numel;
         run_numel += piece_numel[i];
     }
     for (int64_t l = 0; l < n_layers; l++) {
-        const int64_t *q = layer_spec + 8 * l;
-        layers[l] = (Layer){q[0], q[1], q[2], q[3], q[4], q[5], q[6], layer_constant[l]};
+        const int64_t *q = layer_spec + N_LAYER_FIELDS * l;
+        layers[l] = (Layer){q[LAYER_IN], q[LAYER_OUT], q[LAYER_ACTIVATION], q[LAYER_WEIGHT], q[LAYER_BIAS],
+                            q[LAYER_A], q[LAYER_B], layer_constant[l]};
     }
     Net net = {runs, points, features, latent, n_layers, n_encoder, n_pieces, run_numel,
                piece_offset, piece_numel, piece_start, layers};
