@@ -5,7 +5,7 @@ import pytest
 
 from vaelib.experiments import comparison as cmp
 
-TINY = cmp.ComparisonConfig(seeds=(0, 1), epochs=2, n_points=400, n_quality=300,
+TINY = cmp.ComparisonConfig(seeds=(0, 1), selection_seeds=(2,), epochs=2, n_points=400, n_quality=300,
                             methods=("ELBO", "GECO", "σ-VAE"))
 
 
@@ -19,7 +19,10 @@ def test_every_setting_trains_with_every_seed(trained):
     runs, rows = trained
     labels = [s.label for s in cmp.comparison_settings(TINY)]
     assert labels == ["ELBO", "GECO, κ = 0.03", "GECO, κ = 0.05", "GECO, κ = 0.1", "σ-VAE"]
-    assert [(r.setting.label, r.seed) for r in runs] == [(label, seed) for label in labels for seed in (0, 1)]
+    # a method with a knob (GECO's kappa) is also trained on the selection seed, in the same call
+    expected = [(label, seed) for label in labels for seed in ((0, 1, 2) if label.startswith("GECO") else (0, 1))]
+    assert [(r.setting.label, r.seed) for r in runs] == expected
+    assert [(r.seed, row["selection"]) for r, row in zip(runs, rows) if r.selection] == [(2, True)] * 3
     assert all(len(r.history) == TINY.epochs for r in runs)
     assert len(rows) == len(runs)
     assert all(set(row) >= {"recon", "recon_at_mean", "kl", "alpha", *cmp.QUALITY} for row in rows)
@@ -39,6 +42,12 @@ def test_summary_best_settings_and_table(trained):
     _, rows = trained
     table = cmp.summarise(rows)
     assert [e["label"] for e in table] == list(dict.fromkeys(r["label"] for r in rows))
+    assert all(e["seeds"] == 2 for e in table)  # the reported seeds only
+    choice = cmp.summarise(rows, selection=True)
+    assert [(e["label"], e["seeds"]) for e in choice] == [(e["label"], 1) for e in table if e["method"] == "GECO"]
+    chosen = cmp.best_settings(table, "mmd2", chosen_on=choice)
+    assert chosen["GECO"]["label"] == min(choice, key=lambda e: e["mmd2"][0])["label"]
+    assert chosen["GECO"] in table and chosen["ELBO"]["label"] == "ELBO"  # reported on the other seeds
     geco = [e for e in table if e["method"] == "GECO"]
     means = [e["mmd2"][0] for e in geco]
     assert cmp.best_settings(table, "mmd2")["GECO"]["mmd2"][0] == min(means)
@@ -52,6 +61,20 @@ def test_summary_best_settings_and_table(trained):
         cmp.best_settings(table, "beauty")
 
 
+def test_seed_values_and_separations_compare_the_reported_seeds(trained):
+    from vaelib.claims import separation
+
+    _, rows = trained
+    elbo = cmp.seed_values(rows, "ELBO", "energy")
+    geco = cmp.seed_values(rows, "GECO, κ = 0.05", "energy")
+    assert len(elbo) == len(geco) == 2  # the selection run of GECO is left out
+    against = cmp.separations(rows, "ELBO", "energy")
+    assert set(against) == {"GECO, κ = 0.03", "GECO, κ = 0.05", "GECO, κ = 0.1", "σ-VAE"}
+    assert against["GECO, κ = 0.05"] == separation(elbo, geco)
+    with pytest.raises(ValueError, match="no reported run of 'WGAN'"):
+        cmp.seed_values(rows, "WGAN", "energy")
+
+
 def test_noise_levels_score_fresh_data_like_a_perfect_generator():
     levels = cmp.noise_levels(cmp.ComparisonConfig(n_quality=300), repeats=3)
     assert set(levels) == set(cmp.QUALITY)
@@ -62,6 +85,8 @@ def test_noise_levels_score_fresh_data_like_a_perfect_generator():
 def test_bad_config():
     with pytest.raises(ValueError, match="seeds is empty"):
         cmp.ComparisonConfig(seeds=())
+    with pytest.raises(ValueError, match=r"selection_seeds \[1\] are also in seeds"):
+        cmp.ComparisonConfig(seeds=(0, 1), selection_seeds=(1, 5))
     with pytest.raises(ValueError, match="methods must be one of"):
         cmp.ComparisonConfig(methods=("WGAN",))
 

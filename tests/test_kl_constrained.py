@@ -51,6 +51,7 @@ def test_train_variants_mixes_engines_and_summarises_per_variant():
     elbo_recon = [r.history.final()["recon"] for r in runs if r.variant == "elbo"]
     assert summary["elbo"]["recon"][0] == pytest.approx(sum(elbo_recon) / 2)
     table = format_summary(summary)
-    assert table.splitlines()[1].startswith("elbo") and "-" in table.splitlines()[1]
+    assert table.splitlines()[1].startswith("elbo") and table.splitlines()[1].endswith("–")  # no alpha
+    assert format_summary(summary, style="markdown").splitlines()[1] == "|---|---|---|---|"
     with pytest.raises(ValueError, match="seeds is empty"):
         train_variants(variants, x, seeds=[], epochs=1)

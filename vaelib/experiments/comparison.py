@@ -7,13 +7,15 @@ Used by the chapter "Comparing the objectives" (Part III). The pieces:
     settings = comparison_settings(config)           one Setting per (method, knob value)
     runs = train(config)                             every setting x every seed: ONE fit_batched call
     rows = evaluate(config, runs)                    per run: R two ways, KL, multiplier, sample quality
-    table = summarise(rows)                          per setting: mean and std over seeds
+    table = summarise(rows)                          per setting: mean and std over the reported seeds
+    choice = summarise(rows, selection=True)         ... and over the selection seeds
+    best = best_settings(table, "energy", chosen_on=choice)   each knob chosen on other seeds
     noise = noise_levels(config)                     the sample-quality metrics between fresh data draws
 
 The methods (``METHODS``), each a family of objectives over one knob:
 
 * the ELBO, and the beta-VAE over beta (Higgins et al. 2017): a fixed weight on the KL;
-* Ko & Ko's eq. 7 with the reverse, project and ascent rules for its multiplier;
+* Ko & Ko's eq. 7 (the book's eq. K7) with the reverse, project and ascent rules for its multiplier;
 * dual ascent on the KL bound ``KLConstrained`` over delta (the budget of nats per point);
 * GECO over kappa (Rezende & Viola 2018): the reconstruction a practitioner asks for;
 * the sigma-VAE (Rybkin et al. 2021): the decoder variance fitted in closed form, no knob.
@@ -23,6 +25,11 @@ epochs, minibatches of 100 and Adam with step 1e-3 (the usual step: unlike Part 
 is fitted to the paper's alpha), with every KL averaged over points (the per-point convention in
 which beta, delta and GECO are usually stated). ``cooper_cross_check`` trains the dual-ascent run
 with the maintained Lagrangian library Cooper and compares.
+
+**Choosing a knob on other seeds.** A method with a knob (beta, delta, kappa) is also trained on
+``selection_seeds``, in the same ``fit_batched`` call; its best value is chosen on those runs
+(``best_settings(..., chosen_on=summarise(rows, selection=True))``) and reported on ``seeds``, so
+that the seeds a claim is tested on did not also pick the setting it is about.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vaelib import _checks, threads
+from vaelib.claims import separation
 from vaelib.data import cosine_surface
 from vaelib.engine import fit_batched
 from vaelib.metrics import NoiseLevel, cosine_sample_quality, median_bandwidth, reconstruction_and_kl
@@ -63,9 +71,9 @@ def _methods(delta: float, geco_rate: float) -> dict[str, Method]:
     return {m.name: m for m in [
         Method("ELBO", None, (), lambda _: ELBO()),
         Method("β-VAE", "β", (0.03, 0.1, 0.3), lambda beta: ELBO(beta=beta)),
-        Method("eq. 7, reverse", None, (), lambda _: KoLagrangian(delta, alpha_rule="reverse")),
-        Method("eq. 7, project", None, (), lambda _: KoLagrangian(delta, alpha_rule="project")),
-        Method("eq. 7, ascent", None, (), lambda _: KoLagrangian(delta, alpha_rule="ascent")),
+        Method("eq. K7, reverse", None, (), lambda _: KoLagrangian(delta, alpha_rule="reverse")),
+        Method("eq. K7, project", None, (), lambda _: KoLagrangian(delta, alpha_rule="project")),
+        Method("eq. K7, ascent", None, (), lambda _: KoLagrangian(delta, alpha_rule="ascent")),
         Method("KL bound, dual ascent", "δ", (1.0, 3.0, 6.0), lambda d: KLConstrained(d, alpha_rule="ascent")),
         Method("GECO", "κ", (0.03, 0.05, 0.1), lambda kappa: GECO(kappa, rate=geco_rate)),
         Method("σ-VAE", None, (), lambda _: SigmaVAE()),
@@ -76,7 +84,9 @@ def _methods(delta: float, geco_rate: float) -> dict[str, Method]:
 class ComparisonConfig:
     """Every setting of the comparison.
 
-    ``seeds``: one run per seed and setting (initial weights, data order, noise); ``delta`` is eq.
+    ``seeds``: one run per seed and setting (initial weights, data order, noise), the runs the
+    tables report; ``selection_seeds``: extra runs of each setting of a method with a knob, on
+    which the best knob value is chosen (disjoint from ``seeds``; () for none); ``delta`` is eq.
     7's bound (the paper's 0.1); ``geco_rate`` GECO's step (see ``vaelib.GECO``); ``n_quality``
     the number of samples each model is scored on, against as many fresh data points (coverage
     depends on the count, so every model gets the same); fresh data are drawn with seeds from
@@ -84,6 +94,7 @@ class ComparisonConfig:
     """
 
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    selection_seeds: tuple[int, ...] = (5, 6, 7)
     epochs: int = 200
     n_points: int = 10_000
     data_seed: int = 0
@@ -103,6 +114,12 @@ class ComparisonConfig:
             raise ValueError("seeds is empty; give at least one seed")
         for seed in self.seeds:
             _checks.seed("seeds", seed)
+        for seed in self.selection_seeds:
+            _checks.seed("selection_seeds", seed)
+        shared = sorted(set(self.seeds) & set(self.selection_seeds))
+        if shared:
+            raise ValueError(f"selection_seeds {shared} are also in seeds; choose a knob on other seeds "
+                             "than those it is reported on")
         for name in ("epochs", "n_points", "batch_size", "hidden", "latent_dim", "n_quality"):
             _checks.positive_int(name, getattr(self, name))
         _checks.positive_float("lr", self.lr)
@@ -133,6 +150,7 @@ class Run:
     model: VAE
     objective: Objective
     history: History = field(repr=False)
+    selection: bool = False  # a run of ``selection_seeds``: it chooses a knob, the tables do not report it
 
 
 def comparison_settings(config: ComparisonConfig) -> list[Setting]:
@@ -146,15 +164,18 @@ def training_data(config: ComparisonConfig) -> torch.Tensor:
 
 
 def train(config: ComparisonConfig, *, progress: bool = True, backend: str = "auto") -> list[Run]:
-    """Every setting with every seed, as one ``fit_batched`` computation; a run's model weights,
-    data order and noise come from its seed alone, so each run is what ``vaelib.fit`` would train."""
+    """Every setting with every seed, and every setting of a method with a knob with every
+    selection seed too, as one ``fit_batched`` computation; a run's model weights, data order and
+    noise come from its seed alone, so each run is what ``vaelib.fit`` would train."""
     methods = _methods(config.delta, config.geco_rate)
     runs = []
     for setting in comparison_settings(config):
-        for seed in config.seeds:
+        selection = config.selection_seeds if METHODS[setting.method].knob is not None else ()
+        for seed in (*config.seeds, *selection):
             seed_everything(seed)
             model = VAE(3, config.latent_dim, (config.hidden,), config.activation)
-            runs.append(Run(setting, seed, model, methods[setting.method].build(setting.value), History()))
+            runs.append(Run(setting, seed, model, methods[setting.method].build(setting.value), History(),
+                            selection=seed in selection))
     histories = fit_batched([r.model for r in runs], [r.objective for r in runs], training_data(config),
                             seeds=[r.seed for r in runs], epochs=config.epochs, batch_size=config.batch_size,
                             lr=config.lr, progress=progress, backend=backend)
@@ -185,15 +206,17 @@ def evaluate(config: ComparisonConfig, runs: Sequence[Run]) -> list[dict]:
             quality = cosine_sample_quality(samples, fresh, seed=run.seed, bandwidth=bandwidth)
         alpha = run.objective.alpha.item() if isinstance(run.objective, ConstrainedObjective) else math.nan
         return {"method": run.setting.method, "value": run.setting.value, "label": run.setting.label,
-                "seed": run.seed, "recon": fit["recon_sampled"], "recon_at_mean": fit["recon_mean"],
+                "seed": run.seed, "selection": run.selection, "recon": fit["recon_sampled"], "recon_at_mean": fit["recon_mean"],
                 "kl": fit["kl"], "alpha": alpha, **{key: quality[key] for key in QUALITY}}
 
     with ThreadPoolExecutor(max_workers=min(2, threads.cores())) as pool:
         return list(pool.map(score, runs))
 
 
-def summarise(rows: Sequence[dict]) -> list[dict]:
-    """Per setting (in the rows' order): mean and std over seeds of every number."""
+def summarise(rows: Sequence[dict], *, selection: bool = False) -> list[dict]:
+    """Per setting (in the rows' order): mean and std over seeds of every number, over the
+    reported seeds, or with ``selection=True`` over the selection seeds."""
+    rows = [row for row in rows if row.get("selection", False) == selection]
     labels = list(dict.fromkeys(row["label"] for row in rows))
     table = []
     for label in labels:
@@ -204,6 +227,24 @@ def summarise(rows: Sequence[dict]) -> list[dict]:
             entry[key] = (values.mean().item(), values.std().item() if len(values) > 1 else math.nan)
         table.append(entry)
     return table
+
+
+def seed_values(rows: Sequence[dict], label: str, key: str) -> list[float]:
+    """One setting's ``key``, one value per reported seed (the selection runs left out), in the
+    order of the rows: what ``vaelib.claims`` compares."""
+    values = [row[key] for row in rows if row["label"] == label and not row.get("selection", False)]
+    if not values:
+        raise ValueError(f"no reported run of {label!r}; the labels are "
+                         f"{sorted(set(row['label'] for row in rows))}")
+    return values
+
+
+def separations(rows: Sequence[dict], label: str, key: str) -> dict[str, float]:
+    """``vaelib.claims.separation`` of one setting's ``key`` against every other setting's, over the
+    reported seeds: positive where ``label``'s mean is larger, in combined standard errors."""
+    others = [other for other in dict.fromkeys(row["label"] for row in rows) if other != label]
+    mine = seed_values(rows, label, key)
+    return {other: separation(mine, seed_values(rows, other, key)) for other in others}
 
 
 def noise_levels(config: ComparisonConfig, repeats: int = 5) -> dict[str, NoiseLevel]:
@@ -222,13 +263,22 @@ def noise_levels(config: ComparisonConfig, repeats: int = 5) -> dict[str, NoiseL
     return levels
 
 
-def best_settings(table: Sequence[dict], metric: str = "mmd2") -> dict[str, dict]:
-    """For each method, its setting with the best mean ``metric``."""
+def best_settings(table: Sequence[dict], metric: str = "mmd2", *,
+                  chosen_on: Sequence[dict] | None = None) -> dict[str, dict]:
+    """For each method of ``table``, its entry for the setting with the best mean ``metric``.
+
+    With ``chosen_on`` (the summary of the selection runs, ``summarise(rows, selection=True)``) the
+    setting is chosen there and its entry in ``table`` returned: a choice made on other seeds than
+    those it is reported on. A method that ``chosen_on`` lacks (one without a knob) keeps its
+    only setting."""
     _checks.one_of("metric", metric, QUALITY)
     better = min if QUALITY[metric][1] == "lower" else max
+    by_label = {entry["label"]: entry for entry in table}
     best: dict[str, dict] = {}
     for method in dict.fromkeys(entry["method"] for entry in table):
-        best[method] = better((e for e in table if e["method"] == method), key=lambda e: e[metric][0])
+        candidates = [e for e in chosen_on or () if e["method"] == method and e["label"] in by_label]
+        candidates = candidates or [e for e in table if e["method"] == method]
+        best[method] = by_label[better(candidates, key=lambda e: e[metric][0])["label"]]
     return best
 
 
@@ -247,8 +297,8 @@ def format_table(table: Sequence[dict], noise: dict[str, NoiseLevel] | None = No
 
 
 # Colours and markers of the methods in the figures: the Okabe-Ito palette without its yellow.
-STYLE = {"ELBO": ("#0072B2", "o"), "β-VAE": ("#E69F00", "s"), "eq. 7, reverse": ("#009E73", "D"),
-         "eq. 7, project": ("#D55E00", "^"), "eq. 7, ascent": ("#CC79A7", "v"),
+STYLE = {"ELBO": ("#0072B2", "o"), "β-VAE": ("#E69F00", "s"), "eq. K7, reverse": ("#009E73", "D"),
+         "eq. K7, project": ("#D55E00", "^"), "eq. K7, ascent": ("#CC79A7", "v"),
          "KL bound, dual ascent": ("#56B4E9", "<"), "GECO": ("#000000", "P"), "σ-VAE": ("#7F7F7F", "*")}
 
 
@@ -256,10 +306,12 @@ def tradeoff_figure(table: Sequence[dict], noise: dict[str, NoiseLevel],
                     metrics: Sequence[str] = ("energy", "surface_distance")):
     """Reconstruction against sample quality: one panel per metric (stacked, to stay readable at
     a page's width), each method a curve over its knob (a point where it has none), error bars one
-    std over seeds, and the value fresh data get (the noise level) as a grey band (mean ± 2 std)."""
+    std over seeds, and the value fresh data get (the noise level) as a grey band (mean ± 2 std).
+    4.6 inches wide, the book's width for a phone, with one legend under the panels."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(8.0, 4.6 * len(metrics)), squeeze=False)
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(4.6, 3.4 * len(metrics) + 1.6), squeeze=False,
+                             layout="constrained")
     for ax, metric in zip(axes[:, 0], metrics):
         for method in dict.fromkeys(e["method"] for e in table):
             entries = [e for e in table if e["method"] == method]
@@ -270,29 +322,42 @@ def tradeoff_figure(table: Sequence[dict], noise: dict[str, NoiseLevel],
                         ls="-" if len(entries) > 1 else "none", label=method)
             knob = METHODS[method].knob
             for e in entries if knob is not None else ():
-                ax.annotate(f"{knob}={e['value']:g}", (e["recon"][0], e[metric][0]), fontsize=8, color=color,
-                            xytext=(4, -10), textcoords="offset points")
+                ax.annotate(f"{knob}={e['value']:g}", (e["recon"][0], e[metric][0]), fontsize=9, color=color,
+                            xytext=(4, -11), textcoords="offset points")
         level = noise[metric]
         low = max(level.mean - 2 * level.std, level.mean / 10)
         ax.axhspan(low, level.mean + 2 * level.std, color="0.85", zorder=0, label="fresh data, mean ± 2 std")
-        ax.set(xscale="log", yscale="log", xlabel="reconstruction error R at a sampled code (log scale)",
-               ylabel=f"{QUALITY[metric][0]} ({QUALITY[metric][1]} is better)")
-        ax.legend(fontsize=8, ncol=2, loc="upper left")
+        ax.set(xscale="log", yscale="log", xlabel="R at a sampled code (log scale)",
+               ylabel=f"{QUALITY[metric][0]}\n({QUALITY[metric][1]} is better)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=9)
     return fig
 
 
 def sample_clouds(runs: Sequence[Run], labels: Sequence[str], data: torch.Tensor, n: int = 2_000):
     """Side views (radius against height, ``vaelib.plots.radial_profiles``) of n samples from the
-    first run (lowest seed) of each labelled setting, after n points of the data."""
+    first reported run (lowest seed) of each labelled setting, after n points of the data: two
+    panels a row, 4.6 inches wide, each titled by its method with the knob's value below."""
     import numpy as np
 
     from vaelib.plots import radial_profiles
 
-    clouds = {"the data": data[:n]}
+    clouds, colours = {"the data": data[:n]}, ["0.45"]
     for label in labels:
-        run = min((r for r in runs if r.setting.label == label), key=lambda r: r.seed)
-        clouds[label] = run.model.sample(n, generator=torch.Generator().manual_seed(run.seed))
-    return radial_profiles(clouds, surface=np.cos)
+        run = min((r for r in runs if r.setting.label == label and not r.selection), key=lambda r: r.seed)
+        title = "\n".join(label.rsplit(", ", 1)) if METHODS[run.setting.method].knob else label
+        clouds[title] = run.model.sample(n, generator=torch.Generator().manual_seed(run.seed))
+        colours.append(STYLE.get(run.setting.method, ("#0072B2", "o"))[0])
+    fig = radial_profiles(clouds, surface=np.cos, columns=2)
+    for ax, colour in zip(fig.axes, colours):  # each method in its colour of tradeoff_figure
+        ax.collections[0].set_color(colour)
+    for ax in fig.axes:  # the book's names of a point's coordinates, x = (x_1, x_2, x_3)
+        ax.set(xlabel="radius $r$" if ax.get_xlabel() else "", ylabel="height $x_3$" if ax.get_ylabel() else "")
+    legend = fig.axes[0].get_legend()
+    for text in legend.get_texts() if legend is not None else ():
+        text.set_fontsize(9)  # the book's smallest size
+    fig.set_size_inches(4.6, 2.4 * -(-len(clouds) // 2))
+    return fig
 
 
 # ----------------------------------------------------------------------------------------------

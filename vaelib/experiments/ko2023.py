@@ -58,7 +58,8 @@ FRESH_DATA_SEED = 1_000_000
 QUALITY_LABELS = {"surface_distance": "distance to surface", "coverage_distance": "coverage distance",
                   "cell_coverage": "cells covered", "mmd2": "MMD²", "energy": "energy distance"}
 INITS = ("pytorch", "xavier")
-OBJECTIVE_LABELS = {"proposed": "proposed (eq. 7)", "elbo": "ELBO (eq. 6)"}
+# The paper's eq. 7 is the book's eq. K7 (its equations carry a K); its eq. 6 is the ELBO.
+OBJECTIVE_LABELS = {"proposed": "proposed (eq. K7)", "elbo": "ELBO"}
 # The columns of Table 1, in the paper's order; the ELBO row has only the first two.
 COLUMNS = {"recon": "R (sampled z)", "recon_at_mean": "R (z = μ)", "kl": "KL", "weighted_recon": "(1+α)·R",
            "weighted_kl": "α·KL", "alpha": "α"}
@@ -329,11 +330,18 @@ def figure1_quality(config: Ko2023Config, samples: Mapping[str, torch.Tensor]) -
 
 def figure1(data: torch.Tensor, samples: Mapping[str, torch.Tensor]):
     """The paper's Figure 1: (A) the data, (B) and (C) points decoded from N(0, I) after training
-    with eq. 7 and with the ELBO, on the data's axes."""
-    clouds = {f"A: the data ({len(data):,} points)": data,
-              f"B: {len(samples['proposed']):,} samples after eq. 7": samples["proposed"],
-              f"C: {len(samples['elbo']):,} samples after the ELBO": samples["elbo"]}
-    return plots.point_clouds_3d(clouds, suptitle="Figure 1: decoded N(0, I) samples beside the data")
+    with eq. 7 (the book's eq. K7) and with the ELBO, on the data's axes: two 3-D panels in the
+    first row and the third centred below them, 4.6 inches wide (the book's width for a phone)."""
+    clouds = {f"A: the data\n({len(data):,} points)": data,
+              f"B: {len(samples['proposed']):,} samples\nafter eq. K7": samples["proposed"],
+              f"C: {len(samples['elbo']):,} samples\nafter the ELBO": samples["elbo"]}
+    fig = plots.point_clouds_3d(clouds)
+    grid = fig.add_gridspec(2, 4)
+    for ax, cell in zip(fig.axes, (grid[0, 0:2], grid[0, 2:4], grid[1, 1:3])):
+        ax.set_subplotspec(cell)
+        ax.set(xlabel="$x_1$", ylabel="$x_2$", zlabel="$x_3$")  # the book's names of a point's coordinates
+    fig.set_size_inches(4.6, 5.6)
+    return fig
 
 
 @dataclass
@@ -490,20 +498,20 @@ def step_size_figure(rows: Mapping[float, Mapping], config: Ko2023Config):
     recon_std = np.array([rows[lr]["recon"]["std"] or 0.0 for lr in lrs])
     paper = PAPER_TABLE1["proposed"]
     per_alpha = elbo_kl_weight(config)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4.2))
+    fig, (left, right) = plt.subplots(2, 1, figsize=(4.6, 7.6), layout="constrained")
     left.errorbar(lrs, alpha, yerr=alpha_std, marker="o", capsize=3, label="ours: mean ± std over runs")
-    left.plot(lrs, lrs, ls=":", color=plots.PALETTE[7], label="alpha = lr")
+    left.plot(lrs, lrs, ls=":", color=plots.PALETTE[7], label="α = lr")
     left.axhline(paper["alpha"]["mean"], ls="--", color=plots.PALETTE[3], label="paper")
-    left.set(xscale="log", yscale="log", xlabel="Adam step size lr", ylabel="final alpha",
-             title="alpha ends about one step above 0")
+    left.set(xscale="log", yscale="log", xlabel="Adam step size lr", ylabel="final α",
+             title="α ends about one step above 0")
     weights = alpha * per_alpha
     grid = np.geomspace(min(weights.min(), paper["alpha"]["mean"] * per_alpha) / 2, weights.max() * 2, 50)
     right.errorbar(weights, recon, yerr=recon_std, marker="o", capsize=3, label="ours, one point per lr")
     right.plot(grid, config.noise ** 2 + grid, ls=":", color=plots.PALETTE[7], label="noise² + KL weight")
     right.plot([paper["alpha"]["mean"] * per_alpha], [paper["recon"]["mean"]], marker="*", ms=13, ls="none",
                color=plots.PALETTE[3], label="paper")
-    right.set(xscale="log", yscale="log", xlabel="KL weight per point left by alpha",
-              ylabel="reconstruction error R", title="R grows with the weight alpha leaves on the KL")
+    right.set(xscale="log", yscale="log", xlabel="KL weight per point left by α",
+              ylabel="reconstruction error R", title="R grows with the KL weight α leaves")
     left.legend()
     right.legend()
     return fig

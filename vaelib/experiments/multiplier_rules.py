@@ -18,6 +18,7 @@ from vaelib.models import VAE
 from vaelib.objectives import Objective
 from vaelib.seeding import seed_everything
 from vaelib.runs import History
+from vaelib.tables import mean_std_cell, render_table
 
 
 @dataclass
@@ -51,24 +52,30 @@ def train_variants(variants: Mapping[str, Callable[[], Objective]], x: torch.Ten
 
 
 def final_summary(runs: Sequence[Run]) -> dict[str, dict[str, tuple[float, float]]]:
-    """Per variant, the mean and standard deviation over seeds of each term's last-epoch value."""
+    """Per variant, the mean and the sample standard deviation (ddof = 1, as ``vaelib.claims``
+    uses; NaN for one seed) over seeds of each term's last-epoch value."""
     summary: dict[str, dict[str, tuple[float, float]]] = {}
     for name in dict.fromkeys(r.variant for r in runs):
         finals = [r.history.final() for r in runs if r.variant == name]
-        summary[name] = {term: (float(np.mean([f[term] for f in finals])), float(np.std([f[term] for f in finals])))
-                         for term in finals[0]}
+        summary[name] = {}
+        for term in finals[0]:
+            values = np.array([f[term] for f in finals], dtype=float)
+            spread = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+            summary[name][term] = (float(values.mean()), spread)
     return summary
 
 
+# How the summary's columns are headed.
+TERM_LABELS = {"recon": "R", "kl": "KL (nats/point)", "alpha": "α"}
+
+
 def format_summary(summary: Mapping[str, Mapping[str, tuple[float, float]]],
-                   terms: Sequence[str] = ("recon", "kl", "alpha")) -> str:
-    """A plain-text table: one row per variant, mean ± std of each term (blank where not logged)."""
-    width = max(len(name) for name in summary) + 2
-    lines = [" " * width + "".join(f"{t:>22}" for t in terms)]
-    for name, stats in summary.items():
-        cells = [f"{stats[t][0]:>11.4g} ± {stats[t][1]:<8.2g}" if t in stats else f"{'-':>22}" for t in terms]
-        lines.append(f"{name:<{width}}" + "".join(cells))
-    return "\n".join(lines)
+                   terms: Sequence[str] = ("recon", "kl", "alpha"), style: str = "text") -> str:
+    """One row per variant, mean ± std of each term ("–" where a variant does not log it), in a
+    ``vaelib.tables`` style: ``"text"``, ``"markdown"`` (a book page captions it) or ``"html"``."""
+    rows = [[name, *(mean_std_cell(*stats[t]) if t in stats else "–" for t in terms)]
+            for name, stats in summary.items()]
+    return render_table(["variant", *(TERM_LABELS.get(t, t) for t in terms)], rows, style)
 
 
 # Colour and line style per variant: the Okabe-Ito colours without yellow, each variant also with
@@ -79,8 +86,9 @@ _STYLES = [("#0072B2", "-"), ("#D55E00", "--"), ("#009E73", "-."), ("#CC79A7", "
 
 def plot_multiplier_dynamics(runs: Sequence[Run], delta: float, title: str = ""):
     """Three stacked panels over epochs, one line per run: alpha, the KL (with delta) and the
-    reconstruction error; each variant has its own colour and dash pattern."""
-    fig, axes = plt.subplots(3, 1, figsize=(8.0, 10.5), sharex=True)
+    reconstruction error; each variant has its own colour and dash pattern. 4.6 inches wide (the
+    book's width for a phone), with one legend under the panels."""
+    fig, axes = plt.subplots(3, 1, figsize=(4.6, 9.0), sharex=True, layout="constrained")
     variants = list(dict.fromkeys(r.variant for r in runs))
     styles = {name: _STYLES[i % len(_STYLES)] for i, name in enumerate(variants)}
     for run in runs:
@@ -102,7 +110,8 @@ def plot_multiplier_dynamics(runs: Sequence[Run], delta: float, title: str = "")
     axes[2].set_xlabel("epoch")
     for ax, panel in zip(axes, ("the multiplier", "the divergence and its bound", "reconstruction")):
         ax.set_title(panel)
-    axes[1].legend(fontsize=9, ncol=2)
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=9)
     if title:
         fig.suptitle(title)
     return fig
