@@ -169,6 +169,13 @@ def test_no_function_is_defined_in_two_notebooks():
                                                               for name, chapters in repeated.items()))
 
 
+def _markdown_notebook(path: Path, cells: list[str]) -> Path:
+    """A notebook of markdown cells, for the tests of the checks themselves."""
+    path.write_text(json.dumps({"cells": [{"cell_type": "markdown", "metadata": {}, "source": c} for c in cells],
+                                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    return path
+
+
 def test_the_number_check_catches_an_unglued_number_and_accepts_the_allowed_ones(tmp_path):
     """The rules above, on a small notebook: what must be flagged is, what is allowed is not."""
     cells = [
@@ -177,10 +184,7 @@ def test_the_number_check_catches_an_unglued_number_and_accepts_the_allowed_ones
         "With `EPOCHS = 300`, {eq}`ko-eq7` and {cite}`ko2023optimization`, 10,000 points and 2 layers.",
         "1. first step\n2. second step, in eqs. 12 and 13",
     ]
-    notebook = tmp_path / "chapter.ipynb"
-    notebook.write_text(json.dumps({"cells": [{"cell_type": "markdown", "metadata": {}, "source": c}
-                                              for c in cells], "metadata": {}, "nbformat": 4,
-                                    "nbformat_minor": 5}))
+    notebook = _markdown_notebook(tmp_path / "chapter.ipynb", cells)
     flagged = [line.split(": ", 1)[1].split(" in ")[0] for line in unexplained_numbers(notebook)]
     assert flagged == ["'147'", "'32'"], flagged
 
@@ -200,3 +204,178 @@ def test_notebooks_are_valid_nbformat_and_stored_without_outputs(notebook):
     stored = [index for index, cell in enumerate(nb.cells)
               if cell.cell_type == "code" and (cell.outputs or cell.execution_count)]
     assert not stored, f"{notebook.name}: code cells {stored} hold outputs; store notebooks without them"
+
+
+# --------------------------------------------------------------------------------------------------
+# One notation for the whole book (issue 19)
+# --------------------------------------------------------------------------------------------------
+# The book writes a data point x, the data matrix X and a code z in every chapter. Ko & Ko write the
+# data as z (matrix Z) and the code as z^c; their letters appear only in the tables that translate
+# them (the notation page's and the one where Part III starts quoting the paper). Their equations
+# are named by their own numbers with a K (eq. K7 is the paper's eq. 7), each displayed once with
+# \tag{K7}, so that text, tables, figure titles and printed checks use one name for each.
+
+PAGES = NOTEBOOKS + sorted(BOOK.glob("*.md"))
+PAPER_NOTATION_TABLES = {"tab-notation-paper", "tab-constrained-paper"}
+TABLE_BLOCK = re.compile(r"^(:::+)[ \t]*\{table\}.*?^\1[ \t]*$", re.MULTILINE | re.DOTALL)
+TABLE_NAME = re.compile(r"^\s*:name:\s*(\S+)", re.MULTILINE)
+OLD_NOTATION = {
+    "Ko and Ko's code z^c (the book writes z)":
+        re.compile(r"\\mathbf\s*\{?\s*z\s*\}?\s*\^\s*\{?\s*c\b|(?<![\w\\])z\s*\^\s*\{?\s*c\b"),
+    "the data matrix written Z (the book writes X)":
+        re.compile(r"\\tilde\s*\{?\s*Z\b|\\lVert\s*Z\b|\\\|\s*Z\b|\bZ\s*\\in\s*\\mathbb|[(,]\s*Z\s*[),]"
+                   r"|matrix\s+\$Z\$"),
+    "a data point written z, seen in its reconstruction tilde-z (the book writes tilde-x)":
+        re.compile(r"\\tilde\s*\{?\s*(?:\\mathbf\s*\{?\s*)?z\b"),
+    "Ko and Ko's encoder mean u-hat (the book writes mu)": re.compile(r"\\hat\s*\{?\s*\\mathbf\s*\{?\s*u\b"),
+}
+# A bare equation number in a page that quotes Ko & Ko ("eq. 7", "eqs. 6 and 7"): the book's own
+# equations are referred to with {eq}`label` (a role, blanked below), the paper's as eq. K7.
+BARE_EQUATION_NUMBER = re.compile(r"\b[Ee]qs?\.\s*\(?\d")
+CITES_KO = re.compile(r"ko2023optimization|Ko and Ko|Ko & Ko")
+PAPER_TAG = re.compile(r"\\tag\{K(\d+)\}")
+PAPER_NAME = re.compile(r"\beqs?\.\s*K(\d+)\b")
+CODE_OPTION = re.compile(r"^\s*:(?!alt:)[\w-]+:.*$", re.MULTILINE)  # directive options but alt text
+
+
+def _page_texts(path: Path) -> list[tuple[str, str]]:
+    """(where, markdown) for each markdown cell of a notebook, or the whole of a .md page."""
+    if path.suffix == ".ipynb":
+        return [(f"markdown cell {index}", text) for index, text, _ in _cells(path, "markdown")]
+    return [("page", path.read_text(encoding="utf-8"))]
+
+
+def _reader_text(text: str) -> str:
+    """What a reader reads: prose and mathematics, with code spans, roles, links, MyST comments,
+    directive options (not alt text) and Ko & Ko's translating tables blanked (lines kept)."""
+    def blank(match: re.Match) -> str:
+        return re.sub(r"[^\n]", " ", match.group(0))
+
+    def paper_table(match: re.Match) -> str:
+        name = TABLE_NAME.search(match.group(0))
+        return blank(match) if name and name.group(1) in PAPER_NOTATION_TABLES else match.group(0)
+
+    text = TABLE_BLOCK.sub(paper_table, text)
+    text = re.sub(r"^%.*$", "", text, flags=re.MULTILINE)
+    for pattern in (CODE_SPAN, ROLE, LINK_TARGET, CODE_OPTION):
+        text = pattern.sub(blank, text)
+    return text
+
+
+def _hits(path: Path, patterns: dict[str, re.Pattern]) -> list[str]:
+    found = []
+    for where, raw in _page_texts(path):
+        text = _reader_text(raw)
+        for what, pattern in patterns.items():
+            for match in pattern.finditer(text):
+                line = text[:match.start()].count("\n") + 1
+                found.append(f"{where}, line {line}: {what}: {raw.splitlines()[line - 1].strip()[:90]!r}")
+    return found
+
+
+def old_notation(path: Path) -> list[str]:
+    """Where a page uses Ko & Ko's letters or a bare equation number for the paper's equations."""
+    patterns = dict(OLD_NOTATION)
+    if any(CITES_KO.search(raw) for _, raw in _page_texts(path)):
+        patterns["a bare equation number (the paper's equations are eq. K3 ... eq. K7; the book's "
+                 "are {eq}`label`)"] = BARE_EQUATION_NUMBER
+    return _hits(path, patterns)
+
+
+# Pages that other helpers are converting to the book's notation now (issue 19); each is an expected
+# failure until it is converted, and then an unexpected pass: delete its name here when it passes.
+NOT_YET_CONVERTED = {"autoencoder": "ch1a converts Part I", "intro": "the book's map still describes two notations"}
+
+
+def _notation_pages():
+    return [pytest.param(page, id=page.stem, marks=pytest.mark.xfail(
+                reason=f"not yet converted: {NOT_YET_CONVERTED[page.stem]}", strict=True))
+            if page.stem in NOT_YET_CONVERTED else pytest.param(page, id=page.stem) for page in PAGES]
+
+
+@pytest.mark.parametrize("page", _notation_pages())
+def test_one_notation(page):
+    found = old_notation(page)
+    assert not found, (f"{page.name}: {len(found)} places use Ko and Ko's notation instead of the book's "
+                       "(x a data point, X the data matrix, z its code; the paper's equations eq. K3 ... "
+                       "eq. K7). Their letters belong only in the tables " + ", ".join(sorted(PAPER_NOTATION_TABLES))
+                       + "\n" + "\n".join(found))
+
+
+def _string_constants(source: str) -> list[str]:
+    """The string literals of Python source that are not docstrings (f-strings' text parts too)."""
+    tree = ast.parse(source)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    return [node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+def test_the_papers_equations_have_one_name_in_text_figures_and_printed_checks():
+    """Each of Ko & Ko's equations named in the book (eq. K7) is displayed exactly once (\\tag{K7}),
+    and no figure title, table label or printed check in a chapter or in vaelib's experiments
+    calls it by a bare number."""
+    tags, named = defaultdict(list), defaultdict(list)
+    for page in PAGES:
+        for where, raw in _page_texts(page):
+            for number in PAPER_TAG.findall(raw):
+                tags[number].append(f"{page.name} {where}")
+            for number in PAPER_NAME.findall(_reader_text(raw)):
+                named[number].append(page.name)
+    twice = {f"K{n}": places for n, places in tags.items() if len(places) > 1}
+    assert not twice, f"a paper's equation displayed more than once (derive once, refer to it): {twice}"
+    undisplayed = sorted(f"K{n}" for n in named if n not in tags)
+    assert not undisplayed, f"named but never displayed with \\tag{{K...}}: {undisplayed}"
+    sources = [(f"{nb.name} code cell {i}", text) for nb in NOTEBOOKS for i, text, _ in _cells(nb, "code")]
+    sources += [(str(p.relative_to(BOOK.parent)), p.read_text(encoding="utf-8"))
+                for p in sorted((BOOK.parent / "vaelib" / "experiments").glob("*.py"))]
+    bare = []
+    for where, source in sources:
+        source = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        bare += [f"{where}: {s!r}" for s in _string_constants(source) if BARE_EQUATION_NUMBER.search(s)]
+    assert not bare, "strings a reader sees that name an equation by a bare number:\n" + "\n".join(bare)
+
+
+# One spelling per glossary term (the glossary's): the variants a reader's search would miss.
+GLOSSARY = BOOK / "glossary.md"
+SPELLINGS = {
+    "reparameterisation trick": re.compile(r"reparameteriz|reparametriz|reparametris", re.IGNORECASE),
+    "regularisation": re.compile(r"regulariz", re.IGNORECASE),
+    "risk minimisation": re.compile(r"risk minimiz", re.IGNORECASE),
+    "minibatch": re.compile(r"\bmini[- ]batch", re.IGNORECASE),
+    "over-fitting": re.compile(r"\boverfit", re.IGNORECASE),
+    "over-complete": re.compile(r"\bovercomplete", re.IGNORECASE),
+    "cross-entropy": re.compile(r"\bcross entropy", re.IGNORECASE),
+    "layer-wise training": re.compile(r"\blayerwise", re.IGNORECASE),
+    "Kullback-Leibler divergence": re.compile(r"Kullback\s+Leibler|Kullback–Leibler"),
+}
+
+
+def test_the_spellings_checked_are_the_glossarys_terms():
+    terms = {line.strip() for line in GLOSSARY.read_text(encoding="utf-8").splitlines()
+             if line and not line[0].isspace()}
+    missing = sorted(set(SPELLINGS) - terms)
+    assert not missing, f"SPELLINGS names terms the glossary does not define: {missing}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_ids(PAGES))
+def test_one_spelling_per_glossary_term(page):
+    found = _hits(page, {f"spelled unlike the glossary's {term!r}": pattern for term, pattern in SPELLINGS.items()})
+    assert not found, (f"{page.name}: {len(found)} words spelled unlike the glossary's term (code such as "
+                       "`VAE.reparameterize` is exempt)\n" + "\n".join(found))
+
+
+def test_the_notation_checks_catch_the_old_letters_and_spare_the_translating_table(tmp_path):
+    cells = [
+        "Ko and Ko {cite}`ko2023optimization`: the code $\\mathbf{z}^c$ of $\\mathbf{z}$, and $\\tilde Z$.",
+        ":::{table} Letters.\n:name: tab-constrained-paper\n\n| $\\mathbf{z}^c$ | $Z$ | eq. 7 |\n:::",
+        "The paper's eq. 7, our eq. K7, and {eq}`vae-elbo`; `VAE.reparameterize` and a reparameterization.",
+    ]
+    notebook = _markdown_notebook(tmp_path / "chapter.ipynb", cells)
+    found = old_notation(notebook)
+    assert [line.split(": ")[0] for line in found] == ["markdown cell 0, line 1"] * 2 + ["markdown cell 2, line 1"], found
+    assert "z^c" in found[0] and "matrix" in found[1] and "bare equation" in found[2]
+    spelled = _hits(notebook, {"z": SPELLINGS["reparameterisation trick"]})
+    assert len(spelled) == 1 and "markdown cell 2" in spelled[0], spelled
