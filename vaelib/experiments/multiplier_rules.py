@@ -16,8 +16,8 @@ from vaelib import _checks
 from vaelib.engine import fit_batched
 from vaelib.models import VAE
 from vaelib.objectives import Objective
-from vaelib.seeding import seed_everything
 from vaelib.runs import History
+from vaelib.seeding import seed_everything
 from vaelib.tables import mean_std_cell, render_table
 
 
