@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""The project's two commands, for a fresh clone on a machine with only Python 3 and pip.
+"""The project's commands, for a fresh clone on a machine with only Python 3 and pip.
 
-    python3 tasks.py book   # set up .venv, execute the chapters that changed, build the HTML (warnings are errors)
-    python3 tasks.py test   # set up .venv, run the whole test suite (library, chapters, built book)
-    python3 tasks.py chapter NAME   # execute one chapter (e.g. vae) as the build does: time, failing cells
+    python3 tasks.py --help           # every command, one line each
+    python3 tasks.py book             # set up .venv, execute the chapters that changed, build the HTML
+    python3 tasks.py test             # set up .venv, run the whole test suite (library, chapters, built book)
+    python3 tasks.py chapter NAME     # execute one chapter (e.g. vae, or a notebook's path) as the build does
+    python3 tasks.py lab              # open the chapters in JupyterLab, with .venv as their kernel
 
 The virtual environment is (re)built when requirements.txt or pyproject.toml change; the command
 then runs on inside it.
@@ -40,6 +42,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 LIBRARY_SOURCES = ("vaelib/**/*.py", "vaelib/**/*.c", "requirements.txt", "pyproject.toml")
 TERMINAL_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
 CHAPTER_BUDGET_S = 45  # seconds per chapter's execution at idle (benchmarks/bench_chapters.py)
+LAB_KERNEL = "vaelib"  # the Jupyter kernel `lab` registers: .venv's Python
 
 
 def run(*cmd: str | Path, **kwargs) -> None:
@@ -222,43 +225,77 @@ def _cache_execution(cache, path: str, notebook, seconds: float) -> None:
                                 check_validity=False, overwrite=True)
 
 
+def resolve_notebook(name: str, root: Path = ROOT) -> tuple[Path, str, bool] | None:
+    """What ``chapter`` executes: a chapter of the book by name ("vae", "book/vae.ipynb") or any
+    notebook by its path (an edited copy, say). Returns the notebook's path, the label its report
+    uses (e.g. "book/vae") and whether it is a chapter of the book; None when there is no such
+    chapter or file."""
+    chapters = notebook_chapters(root)
+    given = Path(name)
+    if given.suffix == ".ipynb" and given.is_file():
+        path = given.resolve()
+        stem = path.stem
+        is_chapter = f"book/{stem}" in chapters and path == (root / "book" / f"{stem}.ipynb").resolve()
+        try:
+            label = path.relative_to(root.resolve()).with_suffix("").as_posix()
+        except ValueError:
+            label = str(given.with_suffix(""))
+        return path, label, is_chapter
+    stem = given.name.removesuffix(".ipynb")
+    if f"book/{stem}" in chapters:
+        return root / "book" / f"{stem}.ipynb", f"book/{stem}", True
+    return None
+
+
 def chapter(name: str, output: Path = BUILD_DIR, root: Path = ROOT) -> int:
     """Execute one chapter exactly as the book build does (its folder, _config.yml's timeout per
     cell, the build's environment), report its time against the budget and every cell that raised
-    or printed to stderr, and keep a clean execution in the build's cache for the next build."""
+    or printed to stderr, and keep a clean execution of a book chapter in the build's cache, so
+    that the next build does not execute it again.
+
+    ``name`` is a chapter's name (e.g. "vae") or the path of a notebook (a copy being edited,
+    executed from its own folder and not cached). Returns 0 when it ran cleanly, 1 when a cell
+    failed, 2 when there is no such chapter.
+    """
+    import resource
+
     import yaml
     from jupyter_cache import get_cache
 
-    stem = Path(name).name.removesuffix(".ipynb")
-    path = root / "book" / f"{stem}.ipynb"
-    chapters = [Path(c).name for c in notebook_chapters(root)]
-    if f"book/{stem}" not in notebook_chapters(root):
-        print(f"no chapter {name!r}; the chapters are: {', '.join(chapters)}", file=sys.stderr)
+    found = resolve_notebook(name, root)
+    if found is None:
+        chapters = [Path(c).name for c in notebook_chapters(root)]
+        print(f"no chapter or notebook {name!r}; the chapters are: {', '.join(chapters)} "
+              "(or give a notebook's path, e.g. book/vae.ipynb)", file=sys.stderr)
         return 2
-    clear_cache_if_library_changed(output, root)
+    path, label, is_chapter = found
+    if is_chapter:
+        clear_cache_if_library_changed(output, root)
     timeout = yaml.safe_load((root / "_config.yml").read_text())["execute"]["timeout"]
     os.environ["VAELIB_PLOTLYJS"] = "page"  # as the book build sets it for its kernels
-    print(f"executing book/{stem}.ipynb ...", flush=True)
-    import resource
-
+    print(f"executing {label}.ipynb ...", flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     _, executed, seconds, error = _execute(str(path), timeout)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the chapter's kernel, once it has exited
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    problems = [_describe(f"book/{stem}", index, cell, problem) for index, cell in enumerate(executed.cells)
+    problems = [_describe(label, index, cell, problem) for index, cell in enumerate(executed.cells)
                 for problem in _output_problems(cell)]
     if error is not None and not problems:
         last = next((line for line in reversed(error.strip().splitlines()) if line.strip()), error)
-        problems = [f"book/{stem}.ipynb: {last}"]
+        problems = [f"{label}.ipynb: {last}"]
     verdict = "within" if seconds <= CHAPTER_BUDGET_S else "OVER"
-    print(f"book/{stem}.ipynb: {'FAILED' if problems else 'ran cleanly'} in {seconds:.1f} s wall, {cpu:.1f} s "
+    print(f"{label}.ipynb: {'FAILED' if problems else 'ran cleanly'} in {seconds:.1f} s wall, {cpu:.1f} s "
           f"CPU in its kernel ({verdict} the {CHAPTER_BUDGET_S} s budget at idle; the wall time grows with "
           "the machine's load)")
     for line in problems:
         print("  " + line, file=sys.stderr)
     if problems:
         return 1
-    _cache_execution(get_cache(str(cache_dir(output))), str(path), executed, seconds)
+    if is_chapter:
+        _cache_execution(get_cache(str(cache_dir(output))), str(path), executed, seconds)
+        print(f"cached for the next build of the book ({cache_dir(output)})")
+    else:
+        print(f"not a chapter of this book ({root / 'book'}): its execution is not cached")
     return 0
 
 
@@ -366,20 +403,101 @@ def book() -> int:
     return build.returncode or 1
 
 
+def register_kernel() -> str:
+    """Register .venv as the Jupyter kernel "vaelib" (display name "Python (vaelib)") inside .venv
+    itself (nothing is written to the home folder); returns the kernel's name."""
+    run(PYTHON, "-m", "ipykernel", "install", "--sys-prefix", "--name", LAB_KERNEL,
+        "--display-name", "Python (vaelib)")
+    return LAB_KERNEL
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def lab_command(port: int, token: str, browser: bool, root: Path = ROOT) -> list[str]:
+    """JupyterLab on book/, on localhost only, with the book's kernel as the default one and no
+    request to the network of its own (no news feed, no update check, no extension manager)."""
+    return [str(PYTHON), "-m", "jupyterlab", f"--ServerApp.root_dir={root / 'book'}",
+            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}", f"--ServerApp.open_browser={browser}",
+            f"--MappingKernelManager.default_kernel_name={LAB_KERNEL}",
+            "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+            # Jupyter refuses to run as root (a container's user, or CI's) unless told it may.
+            *(["--ServerApp.allow_root=True"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])]
+
+
+def has_display() -> bool:
+    """Whether a browser can be opened here: a desktop session (macOS, Windows, X11 or Wayland)."""
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def lab(port: int | None = None) -> int:
+    """Open JupyterLab on book/ with .venv registered as its kernel; print the URL with its token.
+
+    The server replaces this process (Ctrl-C stops it, and its kernels with it). Its kernels
+    inherit PYTHONPATH, so the chapters import this checkout's vaelib. The token is JUPYTER_TOKEN
+    when set, else a new random one.
+    """
+    import secrets
+
+    register_kernel()
+    port = port or free_port()
+    token = os.environ.get("JUPYTER_TOKEN") or secrets.token_hex(24)
+    browser = has_display()
+    print(f"JupyterLab on {ROOT / 'book'} with the kernel 'Python (vaelib)':\n"
+          f"    http://127.0.0.1:{port}/lab?token={token}\n"
+          f"{'' if browser else 'No display here: open that URL in a browser. '}Ctrl-C stops the server.",
+          flush=True)
+    command = lab_command(port, token, browser)
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+COMMANDS = {
+    "book": "execute the chapters that changed and build the HTML book (warnings are errors)",
+    "test": "run the whole test suite: the library, every chapter's execution, the built book in a browser",
+    "chapter": "execute one chapter (NAME, e.g. vae, or a notebook's path) as the build does: "
+               "time, CPU, failing cells",
+    "lab": "open the chapters in JupyterLab with .venv as their kernel; prints the URL with its token",
+}
+
+
+def parse_arguments(argv: list[str]):
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python3 tasks.py", description="The book's and vaelib's commands. Each one sets up .venv "
+        "(the pinned requirements and vaelib) when requirements.txt or pyproject.toml changed, then runs in it.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, summary in COMMANDS.items():
+        command = commands.add_parser(name, help=summary, description=summary)
+        if name == "chapter":
+            command.add_argument("name", metavar="NAME", help="a chapter's name (e.g. vae) or a notebook's path")
+        if name == "lab":
+            command.add_argument("--port", type=int, default=None, help="the port (default: a free one)")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> int:
-    if not (argv[:1] in (["book"], ["test"]) and len(argv) == 1 or argv[:1] == ["chapter"] and len(argv) == 2):
-        print(__doc__, file=sys.stderr)
-        return 2
+    arguments = parse_arguments(argv)  # --help and a wrong command stop here, before any setup
     ensure_venv()
     if Path(sys.prefix).resolve() != VENV.resolve():  # go on inside .venv: the build's results need it
         os.execv(PYTHON, [str(PYTHON), str(Path(__file__).resolve()), *argv])
     # The chapters, the tests and the commands they start import this checkout's vaelib, also where
     # .venv is shared with another checkout (a git worktree) whose editable install points there.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    if argv[0] == "book":
+    if arguments.command == "book":
         return book()
-    if argv[0] == "chapter":
-        return chapter(argv[1])
+    if arguments.command == "chapter":
+        return chapter(arguments.name)
+    if arguments.command == "lab":
+        return lab(arguments.port)
     ensure_chromium()
     return subprocess.run([str(PYTHON), "-m", "pytest", "tests"], cwd=ROOT).returncode
 
