@@ -6,6 +6,7 @@
     python3 tasks.py test             # set up .venv, run the whole test suite (library, chapters, built book)
     python3 tasks.py chapter NAME     # execute one chapter (e.g. vae, or a notebook's path) as the build does
     python3 tasks.py lab              # open the chapters in JupyterLab, with .venv as their kernel
+    python3 tasks.py pdf              # the whole book as one PDF (_build/vaebook.pdf), offline
 
 The virtual environment is (re)built when requirements.txt or pyproject.toml change; the command
 then runs on inside it.
@@ -40,6 +41,9 @@ BUILD_DIR = ROOT / "_build"
 CHROMIUM = Path("/usr/bin/chromium")
 # What a chapter's outputs depend on besides its own code: the cache is cleared when these change.
 LIBRARY_SOURCES = ("vaelib/**/*.py", "vaelib/**/*.c", "requirements.txt", "pyproject.toml")
+# What a cached execution records besides the notebook: a cache filled before a change of it is
+# cleared like one filled with other library sources.
+CACHE_FORMAT = "execution_seconds, imported"
 TERMINAL_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
 CHAPTER_BUDGET_S = 45  # seconds per chapter's execution at idle (benchmarks/bench_chapters.py)
 LAB_KERNEL = "vaelib"  # the Jupyter kernel `lab` registers: .venv's Python
@@ -119,8 +123,8 @@ def notebook_chapters(root: Path = ROOT) -> list[str]:
 
 
 def library_digest(root: Path = ROOT) -> str:
-    """sha256 over the names and contents of LIBRARY_SOURCES."""
-    digest = hashlib.sha256()
+    """sha256 over the names and contents of LIBRARY_SOURCES (and CACHE_FORMAT)."""
+    digest = hashlib.sha256(CACHE_FORMAT.encode())
     for path in sorted({p for pattern in LIBRARY_SOURCES for p in root.glob(pattern) if p.is_file()}):
         data = path.read_bytes()
         digest.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
@@ -168,16 +172,50 @@ class BookBuild:
         return [line for line in lines if "WARNING:" in line or "ERROR:" in line]
 
 
-def _execute(path: str, timeout: int) -> tuple[str, object, float, str | None]:
+# Run in each chapter's kernel before its first cell (IPython's exec_files): after every cell, the
+# top-level names of the modules imported so far are written to a file, so that the book can tell
+# which of vaelib's extras a chapter needs (book/_ext/takeaway.py). Nothing shows in the notebook.
+IMPORTS_RECORDER = """\
+def _vaebook_record_imports(*_, _path={path!r}):
+    import sys
+    with open(_path, "w") as file:
+        file.write("\\n".join(sorted({{name.partition(".")[0] for name in list(sys.modules)}})))
+get_ipython().events.register("post_run_cell", _vaebook_record_imports)
+del _vaebook_record_imports
+"""
+
+
+@dataclass
+class Execution:
+    """One chapter executed as the build executes it: the notebook with its outputs, the seconds
+    it took, the error that stopped it (None when it ran to the end) and the top-level modules
+    its kernel had imported by the end."""
+
+    path: str
+    notebook: object = field(repr=False)
+    seconds: float
+    error: str | None
+    imported: list[str]
+
+
+def _execute(path: str, timeout: int) -> Execution:
     """Run one chapter as myst-nb's cache mode runs it (in its folder, _config.yml's timeout per
-    cell, errors not allowed); in a worker process of ``execute_uncached_chapters``."""
+    cell, errors not allowed), recording what its kernel imports; in a worker process of
+    ``execute_uncached_chapters``."""
+    import tempfile
+
     import nbformat
     from jupyter_cache.executors.utils import single_nb_execution
 
     notebook = nbformat.read(path, as_version=4)
-    result = single_nb_execution(notebook, cwd=str(Path(path).parent), allow_errors=False,
-                                 timeout=timeout, meta_override=True)
-    return path, notebook, result.time, None if result.err is None else result.exc_string
+    with tempfile.TemporaryDirectory(prefix="vaebook-imports-") as scratch:
+        recorder, record = Path(scratch) / "record_imports.py", Path(scratch) / "imported.txt"
+        recorder.write_text(IMPORTS_RECORDER.format(path=str(record)))
+        result = single_nb_execution(notebook, cwd=str(Path(path).parent), allow_errors=False,
+                                     timeout=timeout, meta_override=True,
+                                     extra_arguments=[f"--IPKernelApp.exec_files={recorder}"])
+        imported = record.read_text().split() if record.is_file() else []
+    return Execution(path, notebook, result.time, None if result.err is None else result.exc_string, imported)
 
 
 def execute_uncached_chapters(output: Path = BUILD_DIR, root: Path = ROOT) -> None:
@@ -209,19 +247,22 @@ def execute_uncached_chapters(output: Path = BUILD_DIR, root: Path = ROOT) -> No
     # What the book's extension sets for the kernels it starts: pages load plotly.js themselves.
     os.environ["VAELIB_PLOTLYJS"] = "page"
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for path, notebook, seconds, error in pool.map(_execute, pending, [timeout] * len(pending)):
-            name = Path(path).relative_to(root)
-            if error is None:
-                _cache_execution(cache, path, notebook, seconds)
-            print(f"  {name}: {'executed' if error is None else 'FAILED'} in {seconds:.0f} s", flush=True)
+        for execution in pool.map(_execute, pending, [timeout] * len(pending)):
+            name = Path(execution.path).relative_to(root)
+            if execution.error is None:
+                _cache_execution(cache, execution)
+            print(f"  {name}: {'executed' if execution.error is None else 'FAILED'} in {execution.seconds:.0f} s",
+                  flush=True)
 
 
-def _cache_execution(cache, path: str, notebook, seconds: float) -> None:
-    """Store a chapter's successful execution where the book build looks for it."""
+def _cache_execution(cache, execution: Execution) -> None:
+    """Store a chapter's successful execution where the book build looks for it, with its time and
+    the top-level modules it imported (read by book/_ext/takeaway.py)."""
     from jupyter_cache.base import CacheBundleIn
 
-    record = cache.add_nb_to_project(path)
-    cache.cache_notebook_bundle(CacheBundleIn(notebook, record.uri, data={"execution_seconds": seconds}),
+    record = cache.add_nb_to_project(execution.path)
+    data = {"execution_seconds": execution.seconds, "imported": execution.imported}
+    cache.cache_notebook_bundle(CacheBundleIn(execution.notebook, record.uri, data=data),
                                 check_validity=False, overwrite=True)
 
 
@@ -275,7 +316,8 @@ def chapter(name: str, output: Path = BUILD_DIR, root: Path = ROOT) -> int:
     os.environ["VAELIB_PLOTLYJS"] = "page"  # as the book build sets it for its kernels
     print(f"executing {label}.ipynb ...", flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    _, executed, seconds, error = _execute(str(path), timeout)
+    execution = _execute(str(path), timeout)
+    executed, seconds, error = execution.notebook, execution.seconds, execution.error
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the chapter's kernel, once it has exited
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     problems = [_describe(label, index, cell, problem) for index, cell in enumerate(executed.cells)
@@ -292,28 +334,29 @@ def chapter(name: str, output: Path = BUILD_DIR, root: Path = ROOT) -> int:
     if problems:
         return 1
     if is_chapter:
-        _cache_execution(get_cache(str(cache_dir(output))), str(path), executed, seconds)
+        _cache_execution(get_cache(str(cache_dir(output))), execution)
         print(f"cached for the next build of the book ({cache_dir(output)})")
     else:
         print(f"not a chapter of this book ({root / 'book'}): its execution is not cached")
     return 0
 
 
-def build_book(output: Path = BUILD_DIR, root: Path = ROOT) -> BookBuild:
+def build_book(output: Path = BUILD_DIR, root: Path = ROOT, builder: str = "html") -> BookBuild:
     """Build the HTML with Sphinx warnings as errors, executing only what the cache does not hold.
 
     The build goes on past a failing chapter (--keep-going), so one build finds every failure; read
     them with ``chapter_problems``. Its output is printed as it comes and kept in the result.
+    ``builder="singlehtml"`` builds the whole book as one page (for the PDF), from the same cache.
     """
     clear_cache_if_library_changed(output, root)
     execute_uncached_chapters(output, root)
     # myst-nb writes reports/<chapter>.err.log for a chapter that fails; one from an earlier build
     # would outlive its fix.
-    shutil.rmtree(output / "_build" / "html" / "reports", ignore_errors=True)
+    shutil.rmtree(output / "_build" / builder / "reports", ignore_errors=True)
     # --all re-reads every page (from the cache): Sphinx would otherwise skip an unchanged page and
     # forget the warnings it raised in the build before, and pass.
-    cmd = [VENV / "bin" / "jupyter-book", "build", root, "--path-output", output, "--warningiserror",
-           "--nitpick", "--keep-going", "--all"]
+    cmd = [VENV / "bin" / "jupyter-book", "build", root, "--path-output", output, "--builder", builder,
+           "--warningiserror", "--nitpick", "--keep-going", "--all"]
     print("+", " ".join(str(c) for c in cmd), flush=True)
     lines = []
     with subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -403,6 +446,116 @@ def book() -> int:
     return build.returncode or 1
 
 
+PDF_NAME = "vaebook.pdf"
+# Chromium as the browser test starts it: headless, and no host but 127.0.0.1 resolves, so the PDF
+# is made offline (a page that reached for the network would miss what it fetched).
+PRINT_CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                       "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
+                       "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
+# Run in the page before printing: wait for MathJax's typesetting and every image, open what a
+# reader would click open (exercise solutions, collapsed notes), and say what is still wrong.
+PREPARE_FOR_PRINT_JS = """async () => {
+  if (window.MathJax && MathJax.startup) { await MathJax.startup.promise; }
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  document.querySelectorAll('.toggle-hidden').forEach(el => el.classList.remove('toggle-hidden'));
+  document.querySelectorAll('img[loading="lazy"]').forEach(img => { img.loading = 'eager'; });
+  await Promise.all(Array.from(document.images).map(img => img.complete ? null :
+      new Promise(done => { img.onload = img.onerror = done; })));
+  return {
+    untypeset: Array.from(document.querySelectorAll('div.math, span.math'))
+                 .filter(el => !el.querySelector('mjx-container')).length,
+    math_errors: document.querySelectorAll('mjx-merror').length,
+    broken_images: Array.from(document.images).filter(img => !(img.complete && img.naturalWidth > 0))
+                     .map(img => img.getAttribute('src')),
+  };
+}"""
+# Paper has no scroll bars: what scrolls sideways on screen (wide tables, long code lines) wraps or
+# shrinks to the page, and a figure, an equation or a table row is not split across two pages.
+PRINT_CSS = """@media print {
+  pre, .highlight pre, .output pre { white-space: pre-wrap !important; overflow-wrap: anywhere; }
+  .pst-scrollable-table-container, .table-wrapper, div.cell_output, div.output, .highlight {
+    overflow: visible !important; max-height: none !important; }
+  table.table { width: 100% !important; font-size: 8pt; table-layout: auto; }
+  table.table td, table.table th { padding: 0.2em 0.35em !important; }
+  img, figure, .plotly-graph-div, tr, mjx-container[display="true"], div.math { break-inside: avoid; }
+  h1, h2, h3, .caption { break-after: avoid; }
+}"""
+PDF_FOOTER = ('<div style="font-size: 8px; width: 100%; text-align: center; color: #555;">'
+              '<span class="pageNumber"></span> / <span class="totalPages"></span></div>')
+
+
+def print_to_pdf(site: Path, page: str, target: Path, timeout_s: float = 600) -> dict:
+    """Print the page ``page`` (a path under the folder ``site``) to an A4 PDF in Debian's Chromium
+    (Playwright), the folder served from a local HTTP server; returns what ``PREPARE_FOR_PRINT_JS``
+    found. Written to a temporary name first."""
+    import functools
+    import http.server
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=PRINT_CHROMIUM_ARGS)
+            try:
+                tab = browser.new_page(viewport={"width": 1100, "height": 1400})
+                tab.set_default_timeout(timeout_s * 1000)
+                tab.goto(f"http://127.0.0.1:{server.server_address[1]}/{page}", wait_until="load")
+                tab.add_style_tag(content=PRINT_CSS)
+                found = tab.evaluate(PREPARE_FOR_PRINT_JS)
+                tab.emulate_media(media="print")
+                tab.pdf(path=str(partial), format="A4", print_background=True, display_header_footer=True,
+                        header_template="<span></span>", footer_template=PDF_FOOTER,
+                        margin={"top": "16mm", "bottom": "16mm", "left": "14mm", "right": "14mm"})
+            finally:
+                browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    partial.replace(target)
+    return found
+
+
+def pdf(output: Path = BUILD_DIR, root: Path = ROOT) -> int:
+    """The whole book as one PDF, offline: Jupyter Book's single-page HTML (from the same execution
+    cache as the HTML book) printed by Chromium once MathJax has typeset every equation."""
+    import time
+
+    from pypdf import PdfReader
+
+    started = time.monotonic()
+    build = build_book(output, root, builder="singlehtml")
+    site, page = output / "_build" / "singlehtml", f"{toc_files(root)[0]}.html"  # the root page holds them all
+    if build.returncode != 0 or not (site / page).is_file():
+        print("\nThe single-page build FAILED.", file=sys.stderr)
+        for line in build.warnings():
+            print("  " + line, file=sys.stderr)
+        return build.returncode or 1
+    built = time.monotonic()
+    # The builder writes the root page in its folder (book/) with links relative to the site's top
+    # (_static/, _images/): printed from there, MathJax and every figure would be missing.
+    shutil.copyfile(site / page, site / "vaebook.html")
+    target = output / PDF_NAME
+    found = print_to_pdf(site, "vaebook.html", target)
+    problems = [f"{found['untypeset']} formulas not typeset"] * bool(found["untypeset"]) + \
+               [f"{found['math_errors']} MathJax errors"] * bool(found["math_errors"]) + \
+               [f"image not loaded: {src}" for src in found["broken_images"]]
+    pages = len(PdfReader(target).pages)
+    print(f"\nThe PDF is built: {target} ({pages} pages, {target.stat().st_size / 1e6:.1f} MB; "
+          f"single page {built - started:.0f} s, printing {time.monotonic() - built:.0f} s)")
+    for line in problems:
+        print("  " + line, file=sys.stderr)
+    return 1 if problems else 0
+
+
 def register_kernel() -> str:
     """Register .venv as the Jupyter kernel "vaelib" (display name "Python (vaelib)") inside .venv
     itself (nothing is written to the home folder); returns the kernel's name."""
@@ -465,6 +618,7 @@ COMMANDS = {
     "chapter": "execute one chapter (NAME, e.g. vae, or a notebook's path) as the build does: "
                "time, CPU, failing cells",
     "lab": "open the chapters in JupyterLab with .venv as their kernel; prints the URL with its token",
+    "pdf": f"build the whole book as one PDF, offline (_build/{PDF_NAME}): figures, equations, tables",
 }
 
 
@@ -498,6 +652,9 @@ def main(argv: list[str]) -> int:
         return chapter(arguments.name)
     if arguments.command == "lab":
         return lab(arguments.port)
+    if arguments.command == "pdf":
+        ensure_chromium()
+        return pdf()
     ensure_chromium()
     return subprocess.run([str(PYTHON), "-m", "pytest", "tests"], cwd=ROOT).returncode
 
