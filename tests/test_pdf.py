@@ -31,6 +31,8 @@ def _title(page: str) -> str:
 
 
 def _words(text: str) -> str:
+    """Lower case, one space for any run of white space, straight quotes for typographic ones."""
+    text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
@@ -60,11 +62,9 @@ def test_the_pdf_has_the_figures_the_equations_and_the_tables(book_pdf, pdf_text
     html = (book_build.output / "_build" / "singlehtml" / "index.html").read_text(encoding="utf-8")
     figures = len(re.findall(r"<img ", html))
     assert images >= figures * 0.9, f"{images} images in the PDF for {figures} on the page"
-    fonts = {str(font.get("/BaseFont", "")) for page in book_pdf.pages
-             for font in (page.get("/Resources", {}).get("/Font", {}) or {}).values()
-             for font in [font.get_object()]}
-    assert any("MJX" in font or "MathJax" in font for font in fonts), f"no MathJax font in the PDF: {fonts}"
-    assert "\\begin{" not in pdf_text and "$$" not in pdf_text, "raw TeX in the PDF"
+    # tasks.pdf refuses to print while a formula is untypeset or MathJax reports an error; the text
+    # holds no TeX source either.
+    assert not re.search(r"\\(frac|mathbf|mathcal|begin\{|sum_|left)|\$\$", pdf_text), "raw TeX in the PDF"
     # The chapter map, a table of the introduction, with its header and one row's text.
     assert _words("What you take away") in pdf_text and _words("the reconstruction error") in pdf_text
     assert len(book_pdf.pages) > 50, json.dumps({"pages": len(book_pdf.pages)})

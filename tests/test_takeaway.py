@@ -55,6 +55,30 @@ def test_the_downloadable_notebook_starts_with_the_note_and_leaves_the_executed_
     assert 'python -m pip install ".[notebook,mnist]"' in notebook.cells[0].source
 
 
+def test_the_download_menu_of_a_chapter_offers_its_executed_notebook_and_the_archive():
+    from types import SimpleNamespace
+
+    app = SimpleNamespace(builder=SimpleNamespace(name="html"),
+                          env=SimpleNamespace(found_docs={"book/vae", "book/intro"},
+                                              doc2path=lambda docname: ROOT / f"{docname}.ipynb"))
+    source, pdf = {"label": "download-source-button"}, {"label": "download-pdf-button"}
+
+    def context():
+        return {"pathto": lambda target, resource: f"../{target}",
+                "header_buttons": [{"label": "download-buttons", "buttons": [source, pdf]}]}
+
+    page = context()
+    takeaway._add_downloads(app, "book/vae", "page.html", page, None)
+    buttons = page["header_buttons"][0]["buttons"]
+    assert buttons[0] is source and buttons[-1] is pdf
+    assert [button["url"] for button in buttons[1:-1]] == ["../notebooks/vae.ipynb",
+                                                           f"../notebooks/{takeaway.ARCHIVE_NAME}"]
+    app.env.doc2path = lambda docname: ROOT / f"{docname}.md"
+    page = context()
+    takeaway._add_downloads(app, "book/intro", "page.html", page, None)
+    assert page["header_buttons"][0]["buttons"] == [source, pdf], "a Markdown page has no executed notebook"
+
+
 # ------------------------------------------------------------------------------------------------
 # The built book
 
