@@ -279,3 +279,102 @@ def test_plot_curves_draws_one_line_per_curve_and_reference():
     assert [line.get_label() for line in ax.lines] == ["a", "b", "exact"]
     assert list(ax.lines[0].get_xdata()) == [1, 10, 100] and ax.get_title() == "t"
     plt.close(ax.figure)
+
+
+# --- standard errors and the split of the KL term -----------------------------------------------
+
+def test_iwae_points_are_the_per_point_bounds_whose_means_iwae_curve_gives(ppca64, data64):
+    vae, x = ppca_as_vae(ppca64, posterior_variance_scale=4.0), data64[:300]
+    points = estimators.iwae_points(vae, x, [1, 20], decoder_variance=ppca64.noise_variance,
+                                    generator=torch.Generator().manual_seed(5))
+    curve = iwae_curve(vae, x, [1, 20], decoder_variance=ppca64.noise_variance,
+                       generator=torch.Generator().manual_seed(5))
+    assert list(points) == [1, 20] and all(v.shape == (300,) for v in points.values())
+    assert {k: v.mean().item() for k, v in points.items()} == curve
+    g = torch.Generator().manual_seed(5)
+    expected = [iwae_bound(vae, x, k, decoder_variance=ppca64.noise_variance, generator=g) for k in (1, 20)]
+    assert all(torch.equal(points[k], e) for k, e in zip((1, 20), expected))
+
+
+def test_mean_with_error_is_the_mean_and_std_over_root_n():
+    values = torch.tensor([1.0, 2.0, 3.0, 6.0])
+    estimate = estimators.mean_with_error(values)
+    assert estimate.mean == pytest.approx(3.0) and estimate.n == 4
+    assert estimate.standard_error == pytest.approx(values.std().item() / 2)
+    assert f"{estimate:.2f}" == "3.00 ± 1.08" and str(estimate) == "3 ± 1.08"
+
+
+def test_the_standard_error_covers_the_spread_of_repeated_monte_carlo_means(ppca64, data64):
+    """Over independent draws of the noise (same points), the mean ELBO varies by no more than its
+    printed error, which also covers the variation between points."""
+    vae, x = ppca_as_vae(ppca64, posterior_variance_scale=4.0), data64[:400]
+    means, errors = [], []
+    for seed in range(20):
+        estimate = estimators.mean_with_error(
+            iwae_bound(vae, x, 1, decoder_variance=ppca64.noise_variance, generator=torch.Generator().manual_seed(seed)))
+        means.append(estimate.mean)
+        errors.append(estimate.standard_error)
+    spread = torch.tensor(means).std().item()
+    assert spread < sum(errors) / len(errors)
+
+
+@pytest.mark.parametrize("bad", [torch.ones(1), torch.ones(3, 2), [1.0, 2.0], torch.tensor([1.0, float("nan")])])
+def test_mean_with_error_rejects_what_has_no_standard_error(bad):
+    with pytest.raises(ValueError, match="values"):
+        estimators.mean_with_error(bad)
+
+
+def test_kl_decomposition_of_posteriors_equal_to_the_prior_is_zero():
+    split = estimators.kl_decomposition(torch.zeros(50, 3), torch.zeros(50, 3))
+    assert split.mean_kl == 0.0 and split.marginal_kl.mean == pytest.approx(0.0, abs=1e-12)
+    assert split.mutual_information.mean == pytest.approx(0.0, abs=1e-12)
+    assert split.information_limit == pytest.approx(math.log(50))
+
+
+def test_kl_decomposition_of_one_shared_posterior_carries_no_information():
+    """Every point with the same q(z | x): the aggregate posterior is that q, so the whole mean KL is
+    KL(q(z) || p(z)) and the information is zero, whatever the draws."""
+    mu, logvar = torch.tensor([[1.0, -0.5]]).repeat(200, 1), torch.tensor([[-1.0, 0.3]]).repeat(200, 1)
+    split = estimators.kl_decomposition(mu, logvar, samples_per_point=20, generator=torch.Generator().manual_seed(0))
+    assert abs(split.mutual_information.mean) < 1e-12
+    assert split.mean_kl == pytest.approx(losses.gaussian_kl(mu[:1], logvar[:1]).item())
+    assert split.marginal_kl.mean == pytest.approx(split.mean_kl, abs=1e-12)
+
+
+def test_kl_decomposition_of_separated_posteriors_reaches_log_n():
+    """Narrow posteriors far apart: the code names its point, I(x; z) = log n."""
+    n = 64
+    mu = torch.stack([10.0 * torch.arange(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)], dim=1)
+    logvar = torch.full((n, 2), -4.0, dtype=torch.float64)
+    split = estimators.kl_decomposition(mu, logvar, samples_per_point=4, generator=torch.Generator().manual_seed(1))
+    assert split.mutual_information.mean == pytest.approx(math.log(n), abs=1e-6)
+    assert split.marginal_kl.mean == pytest.approx(split.mean_kl - math.log(n), abs=1e-6)
+
+
+def test_kl_decomposition_matches_a_mixture_density_and_is_chunked_exactly(monkeypatch):
+    g = torch.Generator().manual_seed(2)
+    mu, logvar = torch.randn(30, 2, generator=g), 0.5 * torch.randn(30, 2, generator=g)
+    whole = estimators.kl_decomposition(mu, logvar, samples_per_point=3, generator=torch.Generator().manual_seed(4))
+    monkeypatch.setattr(estimators, "MAX_CODES_PER_CHUNK", 7 * 60)  # 7 codes per chunk
+    chunked = estimators.kl_decomposition(mu, logvar, samples_per_point=3, generator=torch.Generator().manual_seed(4))
+    assert chunked.mutual_information.mean == pytest.approx(whole.mutual_information.mean, abs=1e-12)
+    # The same draws, scored by torch.distributions' mixture of the 30 posteriors.
+    mu64, std64 = mu.double(), torch.exp(0.5 * logvar.double())
+    eps = torch.randn((3, 30, 2), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    z = (mu64 + std64 * eps).reshape(-1, 2)
+    mixture = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(torch.ones(30, dtype=torch.float64)),
+        torch.distributions.Independent(torch.distributions.Normal(mu64, std64), 1))
+    own = torch.distributions.Independent(torch.distributions.Normal(mu64, std64), 1).log_prob(z.view(3, 30, 2))
+    expected = (own.reshape(-1) - mixture.log_prob(z)).mean().item()
+    assert whole.mutual_information.mean == pytest.approx(expected, abs=1e-10)
+    assert whole.marginal_kl.mean == pytest.approx(whole.mean_kl - expected, abs=1e-10)
+    assert whole.mutual_information.mean <= whole.information_limit + 4 * whole.mutual_information.standard_error
+
+
+@pytest.mark.parametrize("mu, logvar, samples", [
+    (torch.zeros(5, 2), torch.zeros(5, 3), 1), (torch.zeros(5), torch.zeros(5), 1),
+    (torch.zeros(1, 2), torch.zeros(1, 2), 1), (torch.zeros(5, 2), torch.zeros(5, 2), 0)])
+def test_kl_decomposition_rejects_bad_arguments(mu, logvar, samples):
+    with pytest.raises(ValueError, match="mu and logvar must be|samples_per_point must be"):
+        estimators.kl_decomposition(mu, logvar, samples_per_point=samples)

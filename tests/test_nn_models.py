@@ -37,6 +37,23 @@ def test_autoencoder_shapes():
     assert model.decode(model.encode(x)).shape == (10, 3)
 
 
+def test_autoencoder_with_a_bernoulli_decoder_is_scored_by_cross_entropy():
+    vaelib.seed_everything(0)
+    gaussian = vaelib.Autoencoder(6, latent_dim=2, hidden=(8,))
+    vaelib.seed_everything(0)
+    bernoulli = vaelib.Autoencoder(6, latent_dim=2, hidden=(8,), decoder="bernoulli")
+    x = torch.rand(10, 6)
+    out, logits = bernoulli(x), gaussian(x).recon  # the same weights: the decoder's output as logits
+    assert out.recon_is_logits and torch.equal(out.recon, logits)
+    z = bernoulli.encode(x)
+    assert torch.allclose(bernoulli.decode(z), torch.sigmoid(logits))
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum") / 10
+    assert torch.allclose(vaelib.Reconstruction()(x, out)["loss"], expected)
+    assert bernoulli.init_args["decoder"] == "bernoulli"
+    with pytest.raises(ValueError, match=r"decoder must be one of \['bernoulli', 'gaussian'\], got 'mse'"):
+        vaelib.Autoencoder(3, decoder="mse")
+
+
 @pytest.mark.parametrize("decoder", ["gaussian", "bernoulli"])
 def test_vae_shapes_and_sampling(decoder):
     model = vaelib.VAE(6, latent_dim=2, hidden=(16, 8), decoder=decoder)

@@ -3,7 +3,12 @@
 * ``iwae_bound``: the importance-weighted bound of Burda et al. (2016) with k samples per point;
   k = 1 is the ELBO, and the bound rises towards log p(x) as k grows.
 * ``marginal_log_likelihood``: that bound with a large k, used as an estimate of log p(x).
-* ``iwae_curve``: the bound averaged over the data, for a list of k (the curve that shows the gap).
+* ``iwae_curve``: the bound averaged over the data, for a list of k (the curve that shows the gap);
+  ``iwae_points``: the same bounds point by point, so that each mean can carry its standard error.
+* ``mean_with_error``: the mean of per-point values with its standard error (``MeanEstimate``): how
+  the book prints every Monte Carlo bound.
+* ``kl_decomposition``: the ELBO's mean KL term split into the information the code carries about
+  the data and the KL of the aggregate posterior from the prior (Hoffman & Johnson, 2016).
 * ``decoder_log_likelihood``: log p(x | z), the one definition the estimators, wake-sleep
   (``vaelib.wake_sleep``) and the gradient estimators (``vaelib.gradients``) share.
 * ``BoundMonitor``: the mean bound on named data sets, recorded during training (``fit``'s
@@ -27,11 +32,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from vaelib import _checks
-from vaelib.losses import bernoulli_nll, gaussian_log_density
+from vaelib.losses import bernoulli_nll, gaussian_kl, gaussian_log_density
 from vaelib.models import VAE
 from vaelib.pca import PPCA
 from vaelib.threads import limited
@@ -82,12 +88,122 @@ def iwae_curve(model: VAE, x: torch.Tensor, ks: Sequence[int], *,
     """The IWAE bound averaged over the points of x, for each k in ``ks``: ``{k: mean bound}``.
 
     Its rise with k shows how far the ELBO (k = 1) lies below log p(x) and whether the estimate has
-    settled: where the curve is flat, more samples would not change it.
+    settled: where the curve is flat, more samples would not change it. The means of ``iwae_points``
+    (the same draws for the same generator); use that to give each mean its standard error.
     """
+    points = iwae_points(model, x, ks, decoder_variance=decoder_variance, generator=generator)
+    return {k: values.mean().item() for k, values in points.items()}
+
+
+@limited()
+def iwae_points(model: VAE, x: torch.Tensor, ks: Sequence[int], *,
+                decoder_variance: float = DEFAULT_DECODER_VARIANCE,
+                generator: torch.Generator | None = None) -> dict[int, torch.Tensor]:
+    """``{k: iwae_bound(model, x, k)}`` for each k in ``ks``, in that order from one generator: the
+    bound of every point, shape (n,), so that ``mean_with_error`` can give each mean its standard
+    error and two bounds on the same points can be compared point by point."""
     if isinstance(ks, (str, bytes)) or not isinstance(ks, Sequence) or len(ks) == 0:
         raise TypeError(f"ks must be a non-empty list or tuple of positive ints, got {ks!r}")
-    return {k: iwae_bound(model, x, k, decoder_variance=decoder_variance, generator=generator).mean().item()
-            for k in ks}
+    return {k: iwae_bound(model, x, k, decoder_variance=decoder_variance, generator=generator) for k in ks}
+
+
+@dataclass(frozen=True)
+class MeanEstimate:
+    """The mean of n per-point values and its standard error, std / sqrt(n) (std with ddof = 1).
+
+    For a Monte Carlo bound evaluated once per data point, the error covers both the sampling noise
+    of each point's estimate and the choice of the points: it says how far the mean could move on
+    another draw of both. Two bounds on the same points are compared through their per-point
+    differences (``mean_with_error(a - b)``), whose error leaves out what the two share.
+    Formats as ``mean ± standard error``: ``f"{estimate:.4f}"`` gives ``-3.2441 ± 0.0012``.
+    """
+
+    mean: float
+    standard_error: float
+    n: int
+
+    def __format__(self, spec: str) -> str:
+        spec = spec or ".4g"
+        return f"{self.mean:{spec}} ± {self.standard_error:{spec}}"
+
+    def __str__(self) -> str:
+        return format(self, "")
+
+
+def mean_with_error(values: torch.Tensor) -> MeanEstimate:
+    """The mean of ``values`` (one number per point, shape (n,)) with its standard error."""
+    if not isinstance(values, torch.Tensor) or values.dim() != 1 or len(values) < 2:
+        shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+        raise ValueError(f"values must be a 1-D tensor of at least 2 per-point values, got {shape}")
+    values = values.detach().double()
+    if not torch.isfinite(values).all():
+        raise ValueError("values holds non-finite numbers: a mean of them has no standard error")
+    return MeanEstimate(values.mean().item(), (values.std() / math.sqrt(len(values))).item(), len(values))
+
+
+@dataclass(frozen=True)
+class KLDecomposition:
+    """The ELBO's KL term averaged over n data points, split in two (Hoffman & Johnson, 2016):
+
+        (1/n) sum_i KL(q(z | x_i) || p(z)) = I(x; z) + KL(q(z) || p(z)),
+
+    with q(z) = (1/n) sum_i q(z | x_i) the aggregate posterior and I(x; z) the mutual information
+    between the code and the index of the point under q, the data uniform over the n points. So the
+    mean KL is an upper bound on the information the code carries, not the information itself.
+    ``mean_kl`` is exact (closed form); ``mutual_information`` is a Monte Carlo estimate with its
+    standard error, and ``marginal_kl`` = ``mean_kl`` - ``mutual_information`` carries the same error.
+    ``information_limit`` = log n: no code can say more than which of the n points it came from.
+    All in nats.
+    """
+
+    mean_kl: float
+    marginal_kl: MeanEstimate
+    mutual_information: MeanEstimate
+    information_limit: float
+
+
+# Codes whose log q(z) is evaluated at once (each against every one of the n posteriors).
+MAX_CODES_PER_CHUNK = 2**22
+
+
+@torch.no_grad()
+def kl_decomposition(mu: torch.Tensor, logvar: torch.Tensor, *, samples_per_point: int = 1,
+                     generator: torch.Generator | None = None) -> KLDecomposition:
+    """Split the mean KL of the posteriors N(mu_i, diag(exp(logvar_i))) from N(0, I) (see
+    ``KLDecomposition``), e.g. of ``mu, logvar = vae.encode(x)`` for a VAE's training data.
+
+    The information is estimated as I(x; z) = E_i E_{q(z | x_i)}[log q(z | x_i) - log q(z)] from
+    ``samples_per_point`` draws z ~ q(z | x_i) for every point, with log q(z) exact (the log of the
+    mixture's density, a logsumexp over all n posteriors): each term lies below log n, so the
+    Monte Carlo average is well behaved. KL(q(z) || p(z)) is then ``mean_kl`` minus it, with the
+    same standard error. Computed in float64, in chunks; ``generator`` makes the draws reproducible.
+    """
+    if not isinstance(mu, torch.Tensor) or not isinstance(logvar, torch.Tensor) or mu.dim() != 2 \
+            or mu.shape != logvar.shape or len(mu) < 2:
+        raise ValueError("mu and logvar must be tensors of one shape (n, k) with n >= 2 points, got "
+                         f"{_shape(mu)} and {_shape(logvar)}")
+    _checks.positive_int("samples_per_point", samples_per_point)
+    mu, logvar = mu.detach().double(), logvar.detach().double()
+    n, k = mu.shape
+    eps = torch.randn((samples_per_point, n, k), generator=generator, dtype=torch.float64,
+                      device="cpu" if generator is None else generator.device).to(mu.device)
+    codes = (mu + torch.exp(0.5 * logvar) * eps).reshape(-1, k)
+    constant = k * math.log(2 * math.pi) + logvar.sum(dim=-1)                       # (n,)
+    log_own = (-0.5 * (constant + eps.pow(2).sum(dim=-1))).reshape(-1)              # log q(z | x_i)
+    inverse_variance = torch.exp(-logvar)
+    per_chunk = max(1, MAX_CODES_PER_CHUNK // (n * k))
+    log_aggregate = []
+    for z in codes.split(per_chunk):
+        squared = ((z[:, None, :] - mu[None]).pow(2) * inverse_variance[None]).sum(dim=-1)  # (chunk, n)
+        log_aggregate.append(torch.logsumexp(-0.5 * (constant[None] + squared), dim=1) - math.log(n))
+    information = mean_with_error(log_own - torch.cat(log_aggregate))
+    mean_kl = gaussian_kl(mu, logvar).mean().item()
+    marginal = MeanEstimate(mean_kl - information.mean, information.standard_error, information.n)
+    return KLDecomposition(mean_kl, marginal, information, math.log(n))
+
+
+def _shape(value) -> str:
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
 
 
 class BoundMonitor:

@@ -7,10 +7,9 @@ import torch
 from torch import nn
 
 from vaelib import _checks
+from vaelib.models.autoencoder import DECODERS
 from vaelib.models.base import ModelOutput, register_model
 from vaelib.nn import ACTIVATIONS, mlp
-
-DECODERS = ("gaussian", "bernoulli")
 
 
 class LatentMLP(nn.Module):
