@@ -11,6 +11,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tasks.py: the bo
 import tasks  # noqa: E402
 
 
+# The slow tests, by file (every test in it) or by file and test name (a name's parametrised cases
+# too): marked ``slow`` so that ``python -m pytest -m "not slow" tests`` is a quick check. The test
+# command of the README (``python3 tasks.py test``) runs everything. Measured at idle, each takes
+# from about ten seconds to minutes.
+SLOW = {
+    "test_book.py": "*", "test_chapters.py": "*", "test_browser.py": "*", "test_offline.py": "*",  # the book
+    "test_sweep.py": "*",  # Dask clusters
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = SLOW.get(item.path.name, ())
+        if names == "*" or item.originalname in names:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _single_thread_determinism():
     torch.manual_seed(0)

@@ -44,7 +44,8 @@ def test_show_source_gives_the_installed_definition():
     assert source.path == "vaelib/models/vae.py"
     assert "def reparameterize" in source.code and source.qualname == "VAE.reparameterize"
     lines = open(vaelib.models.vae.__file__).read().splitlines()
-    assert "\n".join(lines[source.first_line - 1:source.last_line]).strip().endswith(source.code.splitlines()[-1].strip())
+    shown = "\n".join(lines[source.first_line - 1:source.last_line]).strip()
+    assert shown.endswith(source.code.splitlines()[-1].strip())
     markdown = source._repr_markdown_()
     assert markdown.startswith("`vaelib/models/vae.py, lines ") and "```python\n" in markdown
 

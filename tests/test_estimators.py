@@ -260,7 +260,8 @@ def test_iwae_curve_averages_the_bound_for_each_k(ppca64, data64):
     curve = iwae_curve(vae, x, [1, 50], decoder_variance=ppca64.noise_variance,
                        generator=torch.Generator().manual_seed(2))
     g = torch.Generator().manual_seed(2)
-    expected = [iwae_bound(vae, x, k, decoder_variance=ppca64.noise_variance, generator=g).mean().item() for k in (1, 50)]
+    expected = [iwae_bound(vae, x, k, decoder_variance=ppca64.noise_variance, generator=g).mean().item()
+                for k in (1, 50)]
     assert list(curve) == [1, 50] and list(curve.values()) == pytest.approx(expected, abs=1e-12)
     with pytest.raises(TypeError, match="ks must be a non-empty list or tuple of positive ints, got 10"):
         iwae_curve(vae, x, 10)

@@ -44,7 +44,8 @@ def test_every_setting_column_field_and_code_has_its_name():
     assert {name: defined[f"ACT_{name.upper()}"] for name in _layout.ACTIVATIONS} == {
         name: str(code) for name, code in _layout.ACTIVATION_CODES.items()}
     assert set(_layout.ACTIVATION_KINDS.values()) == set(_layout.ACTIVATIONS)
-    assert defined["MAX_LAYERS"] == str(_layout.LIMITS["layers"]) and defined["MAX_PIECES"] == str(_layout.LIMITS["pieces"])
+    assert defined["MAX_LAYERS"] == str(_layout.LIMITS["layers"])
+    assert defined["MAX_PIECES"] == str(_layout.LIMITS["pieces"])
     assert all(flag in _kernel.FLAGS for flag in _layout.kernel_defines())  # part of the build's cache key
 
 

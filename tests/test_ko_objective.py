@@ -110,7 +110,8 @@ def test_fixed_keeps_alpha_constant(cosine_small):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"alpha_rule": "flip"}, r"alpha_rule must be one of \['ascent', 'fixed', 'geco', 'project', 'reverse'\], got 'flip'"),
+    ({"alpha_rule": "flip"},
+     r"alpha_rule must be one of \['ascent', 'fixed', 'geco', 'project', 'reverse'\], got 'flip'"),
     ({"kl_reduction": "max"}, r"kl_reduction must be one of \['mean', 'sum'\], got 'max'"),
     ({"delta": -0.1}, "delta must be a finite number >= 0, got -0.1"),
     ({"alpha_init": -1.0}, "alpha_init must be a finite number >= 0, got -1.0"),

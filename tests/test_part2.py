@@ -140,7 +140,8 @@ def test_kl_on_grid_matches_the_gaussian_closed_form():
 
 def _mixture():
     return MixtureSameFamily(Categorical(torch.tensor([0.7, 0.3], dtype=torch.float64)),
-                             Normal(torch.tensor([-2.0, 2.0], dtype=torch.float64), torch.tensor([0.6, 0.6], dtype=torch.float64)))
+                             Normal(torch.tensor([-2.0, 2.0], dtype=torch.float64),
+                                    torch.tensor([0.6, 0.6], dtype=torch.float64)))
 
 
 def test_forward_kl_fit_matches_moments_and_reverse_kl_fit_seeks_a_mode():

@@ -139,7 +139,7 @@ samples = 100
 """
     grid = sweep.load_spec(_spec(tmp_path, text))
     (run,) = grid.runs
-    x = grid.data[sweep._hash(run.spec["data"])]
+    x = grid.data[sweep.spec.spec_hash(run.spec["data"])]
     (result,) = sweep.train_chunk(x.numpy(), [{"key": run.key, "spec": run.spec}])
     assert result["status"] == "ok" and list(result["eval"]) == ["recon", "kl", "mmd2", "energy"]
     assert all(np.isfinite(v) for v in result["eval"].values())
@@ -234,7 +234,7 @@ def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path, two_workers):
     again = sweep.run_sweep(spec, out, progress=False)  # nothing left: no cluster is started
     assert (again.runs_trained, again.runs_skipped) == (0, 12) and again.rows == result.rows
     # a changed spec is never taken for a done one: only the new runs are pending
-    done, _ = sweep._done_runs(out / "chunks")
+    done, _ = sweep.client.done_runs(out / "chunks")
     more_seeds = sweep.load_spec(_spec(tmp_path, SMALL.replace("[0, 1, 2]", "[0, 1, 2, 3]"), "more.toml"))
     assert [run.settings["seed"] for run in more_seeds.runs if run.key not in done] == [3, 3, 3, 3]
     longer = sweep.load_spec(_spec(tmp_path, SMALL.replace("epochs = 2", "epochs = 3"), "longer.toml"))

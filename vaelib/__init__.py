@@ -25,8 +25,8 @@ One job per module, roughly from the foundations up (imports run one way:
   ``interactive`` (3-D figures a reader can turn), ``source`` (vaelib's own source on a page);
 * ``cli`` (``python -m vaelib``: train, sample, evaluate, reproduce, sweep).
 """
-from vaelib.models import (AAE, CVAE, VAE, Autoencoder, ContractiveAutoencoder, ConvAutoencoder, DenoisingAutoencoder, SparseAutoencoder,
-                           TiedAutoencoder, append_labels)
+from vaelib.models import (AAE, CVAE, VAE, Autoencoder, ContractiveAutoencoder, ConvAutoencoder, DenoisingAutoencoder,
+                           SparseAutoencoder, TiedAutoencoder, append_labels)
 from vaelib.objectives import (ELBO, GECO, ContractiveReconstruction, KLConstrained, KoLagrangian,
                                Reconstruction, SigmaVAE, SparseReconstruction, make_objective)
 from vaelib.adversarial import AdversarialRegularizer
@@ -34,13 +34,13 @@ from vaelib.pretrain import pretrain_layerwise
 from vaelib.seeding import seed_everything
 from vaelib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vaelib.models import load_model, register_model
-from vaelib.runs import History, TrainingDiverged
+from vaelib.runs import History, TrainingDiverged, TrainingSettings
 from vaelib.train import fit
 from vaelib.engine import fit_batched
 
 __version__ = "0.1.0"
-__all__ = ["VAE", "Autoencoder", "ELBO", "GECO", "SigmaVAE", "make_objective", "KLConstrained", "KoLagrangian", "Reconstruction", "History", "TrainingDiverged", "fit",
-           "seed_everything",
+__all__ = ["VAE", "Autoencoder", "ELBO", "GECO", "SigmaVAE", "make_objective", "KLConstrained", "KoLagrangian",
+           "Reconstruction", "History", "TrainingDiverged", "TrainingSettings", "fit", "seed_everything",
            "ConvAutoencoder", "DenoisingAutoencoder", "SparseAutoencoder", "TiedAutoencoder",
            "SparseReconstruction", "pretrain_layerwise", "ContractiveAutoencoder", "ContractiveReconstruction",
            "CheckpointError", "load_checkpoint", "load_model", "register_model", "save_checkpoint", "fit_batched",

@@ -51,8 +51,22 @@ def summarise(values: Sequence[float] | SeedSummary, name: str = "values") -> Se
     if bad:
         raise ValueError(f"{name} holds non-finite values {bad}: a diverged run cannot be compared")
     mean = sum(numbers) / len(numbers)
-    std = math.sqrt(sum((v - mean) ** 2 for v in numbers) / (len(numbers) - 1))
-    return SeedSummary(mean, std, len(numbers))
+    return SeedSummary(mean, _sample_std(numbers, mean), len(numbers))
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float | None]:
+    """Mean and sample standard deviation (ddof = 1; None for a single value) of a quantity over runs,
+    as a table shows it (``vaelib.tables.mean_std_cell``). Used by Table 1 (Part IV), the comparison
+    (Part III) and ``vaelib.sweep``'s summaries."""
+    numbers = [float(v) for v in values]
+    if not numbers:
+        raise ValueError("mean_std needs at least one value")
+    mean = sum(numbers) / len(numbers)
+    return {"mean": mean, "std": _sample_std(numbers, mean) if len(numbers) > 1 else None}
+
+
+def _sample_std(numbers: Sequence[float], mean: float) -> float:
+    return math.sqrt(sum((v - mean) ** 2 for v in numbers) / (len(numbers) - 1))
 
 
 def separation(a: Sequence[float] | SeedSummary, b: Sequence[float] | SeedSummary) -> float:

@@ -45,7 +45,8 @@ def _probabilities(name: str, p) -> torch.Tensor:
     worst = (total - 1).abs().max().item()
     if worst > PROBABILITY_TOLERANCE * p.shape[-1]:
         raise ValueError(f"each vector in {name} must sum to 1 along the last dimension; one sums to "
-                         f"{total.flatten()[(total - 1).abs().flatten().argmax()].item():.6g}. Normalise with p / p.sum(-1, keepdim=True)")
+                         f"{total.flatten()[(total - 1).abs().flatten().argmax()].item():.6g}. "
+                         "Normalise with p / p.sum(-1, keepdim=True)")
     return p
 
 

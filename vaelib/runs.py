@@ -1,6 +1,9 @@
 """The rules every training run obeys, whichever trainer runs it: ``vaelib.fit`` (the loop, one run)
 and ``vaelib.fit_batched`` (the engine, many runs as one computation) both import them from here.
 
+* ``TrainingSettings``: a run's settings (epochs, batch size, lr, optimiser, seed, backend,
+  device) in one typed object, checked once when it is made; ``fit``, ``fit_batched``, the command
+  line, the sweep files and the experiments' configurations all hand their settings over in one;
 * ``History`` (the per-epoch means of every named term) and ``TrainingDiverged`` (a term or a
   gradient stopped being finite; the run was put back to its last good state);
 * ``OPTIMIZERS``, the optimisers by name;
@@ -8,12 +11,12 @@ and ``vaelib.fit_batched`` (the engine, many runs as one computation) both impor
   (a digest of the data), ``settings_fingerprint`` (model, objective, run settings),
   ``fingerprint_differences`` (what differs, in words) and ``changed_setup_message``;
 * ``resolve_device`` (a device this machine has);
-* the checks made before the first epoch: ``check_training_arguments`` (the settings both
-  trainers share), ``check_data_dtype``, ``check_lr``, ``check_decoder_range`` and
-  ``check_checkpoint_paths``.
+* the checks made before the first epoch, besides the settings' own: ``check_file_arguments``,
+  ``check_data_dtype``, ``check_lr``, ``check_decoder_range`` and ``check_checkpoint_paths``.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import os
@@ -33,6 +36,73 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, 
 RESUME_MUST_MATCH = ("batch_size", "optimizer", "seed", "rows", "data_sha256")
 # How fit_batched computes: "kernel" (the C kernel), "torch" (the generic PyTorch path) or "auto".
 BACKENDS = ("auto", "kernel", "torch")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The settings of a training run, checked once, when the object is made (a wrong value raises
+    ``ValueError`` or ``TypeError`` naming the setting and what it takes).
+
+    * ``epochs``: the total number of passes over the data (a resumed run counts the saved ones);
+    * ``batch_size``: points per minibatch (the last of an epoch takes what is left);
+    * ``lr``: the optimiser's step size;
+    * ``optimizer``: a key of ``OPTIMIZERS`` (``"adam"`` or ``"sgd"``);
+    * ``seed``: the run's seed (its data order and sampling noise); ``fit_batched`` takes one seed
+      per run instead, in its ``seeds`` argument;
+    * ``backend``: how ``fit_batched`` computes, one of ``BACKENDS``: ``"kernel"`` (the C kernel),
+      ``"torch"`` (the generic PyTorch path) or ``"auto"`` (the kernel where it applies); ``fit``
+      always trains with PyTorch;
+    * ``device``: where training runs (``"cpu"``, ``"cuda:0"`` or a ``torch.device``; whether this
+      machine has it is checked when training starts).
+
+    ``fit(model, objective, x, TrainingSettings(epochs=50))`` and ``fit(model, objective, x,
+    epochs=50)`` are the same call: a trainer's keyword arguments replace the fields of the settings
+    it is given (``TrainingSettings()`` when none). ``replace(**changes)`` makes a changed copy.
+    """
+
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    seed: int = 0
+    backend: str = "auto"
+    device: str | torch.device = "cpu"
+
+    def __post_init__(self) -> None:
+        _checks.positive_int("epochs", self.epochs)
+        _checks.positive_int("batch_size", self.batch_size)
+        object.__setattr__(self, "lr", _checks.positive_float("lr", self.lr))
+        _checks.one_of("optimizer", self.optimizer, OPTIMIZERS)
+        _checks.seed("seed", self.seed)
+        _checks.one_of("backend", self.backend, BACKENDS)
+        _device_name(self.device)
+
+    def replace(self, **changes: Any) -> TrainingSettings:
+        """A copy with ``changes`` in place of those fields (checked like a new one)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON values (the device as its name)."""
+        values = dataclasses.asdict(self)
+        values["device"] = str(self.device)
+        return values
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(TrainingSettings))
+
+
+def training_settings(settings: TrainingSettings | None = None, **given: Any) -> TrainingSettings:
+    """``settings`` (``TrainingSettings()`` when None) with the ``given`` fields that are not None in
+    place of its own: how a trainer reads its ``settings`` and keyword arguments."""
+    if settings is None:
+        settings = TrainingSettings()
+    elif not isinstance(settings, TrainingSettings):
+        raise TypeError(f"settings must be a vaelib.TrainingSettings or None, got {type(settings).__name__}")
+    unknown = sorted(set(given) - set(FIELDS))
+    if unknown:
+        raise TypeError(f"{unknown[0]!r} is not a training setting; the settings are {list(FIELDS)}")
+    changes = {name: value for name, value in given.items() if value is not None}
+    return settings.replace(**changes) if changes else settings
 
 
 @dataclass
@@ -183,12 +253,17 @@ def _json_values(value: Any) -> Any:
 # Checks made before the first epoch
 # ----------------------------------------------------------------------------------------------
 
-def resolve_device(value: str | torch.device) -> torch.device:
-    """The device, after checking that this machine has it (a tensor can be made there)."""
+def _device_name(value: object) -> torch.device:
+    """``value`` as a torch.device, after checking that it names one (not that this machine has it)."""
     try:
-        device = torch.device(value)
+        return torch.device(value)  # type: ignore[arg-type]
     except (RuntimeError, TypeError):
         raise ValueError(f"device must be a torch.device or a name such as 'cpu' or 'cuda:0', got {value!r}") from None
+
+
+def resolve_device(value: str | torch.device) -> torch.device:
+    """The device, after checking that this machine has it (a tensor can be made there)."""
+    device = _device_name(value)
     try:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as exc:
@@ -199,14 +274,9 @@ def resolve_device(value: str | torch.device) -> torch.device:
     return device
 
 
-def check_training_arguments(*, epochs: int, batch_size: int, lr: float, optimizer: str, checkpoint_every: int,
-                             checkpoint: object, resume_from: object) -> None:
-    """Types and ranges of the settings every trainer takes (``fit`` and ``fit_batched``); the
-    paths' files are checked by ``check_checkpoint_paths``."""
-    _checks.positive_int("epochs", epochs)
-    _checks.positive_int("batch_size", batch_size)
-    _checks.positive_float("lr", lr)
-    _checks.one_of("optimizer", optimizer, OPTIMIZERS)
+def check_file_arguments(checkpoint_every: object, checkpoint: object, resume_from: object) -> None:
+    """Types and ranges of the file arguments every trainer takes (``fit`` and ``fit_batched``);
+    the files themselves are checked by ``check_checkpoint_paths``."""
     _checks.positive_int("checkpoint_every", checkpoint_every)
     for name, path in (("checkpoint", checkpoint), ("resume_from", resume_from)):
         if path is not None and not isinstance(path, (str, os.PathLike)):

@@ -40,12 +40,12 @@ from vaelib import _checks, threads
 from vaelib.checkpoint import CheckpointError, check_generator_state, load_checkpoint, save_checkpoint
 from vaelib.objectives import Objective
 # The rules every run obeys live in vaelib.runs; the names below stay importable from here too.
-from vaelib.runs import (OPTIMIZERS, RESUME_MUST_MATCH, History, TrainingDiverged, changed_setup_message,
-                         check_checkpoint_paths, check_data_dtype, check_decoder_range, check_lr,
-                         check_training_arguments, data_sha256, fingerprint_differences, resolve_device,
-                         settings_fingerprint)
+from vaelib.runs import (OPTIMIZERS, RESUME_MUST_MATCH, History, TrainingDiverged, TrainingSettings,
+                         changed_setup_message, check_checkpoint_paths, check_data_dtype, check_decoder_range,
+                         check_file_arguments, check_lr, data_sha256, fingerprint_differences, resolve_device,
+                         settings_fingerprint, training_settings)
 
-__all__ = ["History", "TrainingDiverged", "fit"]
+__all__ = ["History", "TrainingDiverged", "TrainingSettings", "fit"]
 
 
 @dataclass
@@ -88,13 +88,19 @@ class _NonFinite(Exception):
         self.step, self.term = step, term
 
 
-def fit(model: nn.Module, objective: Objective, x: torch.Tensor, *, epochs: int = 10,
-        batch_size: int = 100, lr: float = 1e-3, optimizer: str = "adam", seed: int = 0,
-        progress: bool = True, device: str | torch.device = "cpu",
+def fit(model: nn.Module, objective: Objective, x: torch.Tensor, settings: TrainingSettings | None = None, *,
+        epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
+        optimizer: str | None = None, seed: int | None = None, progress: bool = True,
+        device: str | torch.device | None = None,
         on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
-        checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 1,
-        resume_from: str | os.PathLike | None = None, overwrite: bool = False) -> History:
+        checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
+        resume_from: str | os.PathLike[str] | None = None, overwrite: bool = False) -> History:
     """Train ``model`` by minimising ``objective`` on the rows of ``x`` with minibatches.
+
+    The run's settings are ``settings`` (a ``vaelib.TrainingSettings``; default
+    ``TrainingSettings()``: 10 epochs, minibatches of 100, Adam with lr 1e-3, seed 0, the CPU), each
+    replaced by the keyword argument of its name where one is given: ``fit(model, objective, x,
+    epochs=50)`` trains 50 epochs. (``backend`` is ``fit_batched``'s: ``fit`` trains with PyTorch.)
 
     The seed fixes the data order (a fresh permutation each epoch) and the sampling noise of the
     model (e.g. the VAE's reparameterisation); seed the model's initial weights with
@@ -117,49 +123,57 @@ def fit(model: nn.Module, objective: Objective, x: torch.Tensor, *, epochs: int 
     Raises ``TrainingDiverged`` (epoch, step and term named) when a term or gradient is not finite.
     """
     x = _checks.data_matrix("x", x).detach()  # the data is not trained: no gradient flows into it
-    _check_fit_arguments(model, objective, seed, on_epoch_end)
-    check_training_arguments(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                             checkpoint_every=checkpoint_every, checkpoint=checkpoint, resume_from=resume_from)
+    _check_fit_arguments(model, objective, on_epoch_end)
+    run = training_settings(settings, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed,
+                            device=device)
+    if run.backend == "kernel":
+        raise ValueError("backend='kernel' is fit_batched's C kernel; fit trains with PyTorch: use "
+                         "vaelib.fit_batched, or leave backend at 'auto'")
+    check_file_arguments(checkpoint_every, checkpoint, resume_from)
     check_data_dtype(x, [model])
-    check_lr(lr, [p for _, p in _trainable_parameters(model, objective)])
-    device = resolve_device(device)
+    check_lr(run.lr, [p for _, p in _trainable_parameters(model, objective)])
+    where = resolve_device(run.device)
     check_checkpoint_paths(checkpoint, resume_from, overwrite)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), threads.limited():
-        return _fit(model, objective, x, epochs, batch_size, lr, optimizer, seed, progress, device,
-                    on_epoch_end, checkpoint, checkpoint_every, resume_from)
+    with torch.random.fork_rng(devices=[where] if where.type == "cuda" else []), threads.limited():
+        return _fit(model, objective, x, run, progress, where, on_epoch_end, checkpoint, checkpoint_every,
+                    resume_from)
 
 
-def _fit(model, objective, x, epochs, batch_size, lr, optimizer, seed, progress, device, on_epoch_end,
-         checkpoint, checkpoint_every, resume_from) -> History:
+def _fit(model: nn.Module, objective: Objective, x: torch.Tensor, run: TrainingSettings, progress: bool,
+         device: torch.device, on_epoch_end: Callable[[int, dict[str, float]], None] | None,
+         checkpoint: str | os.PathLike[str] | None, checkpoint_every: int,
+         resume_from: str | os.PathLike[str] | None) -> History:
     model.to(device).train()  # training mode: e.g. a denoising model corrupts its input only here
     objective.to(device)
     x = x.to(device)
     check_decoder_range(model, x)
     named_params = _trainable_parameters(model, objective)
-    opt = OPTIMIZERS[optimizer]([p for _, p in named_params], lr=lr, foreach=True)
+    opt = OPTIMIZERS[run.optimizer]([p for _, p in named_params], lr=run.lr, foreach=True)
     settings = fingerprint = None
     if checkpoint is not None or resume_from is not None:
-        run = {"batch_size": batch_size, "optimizer": optimizer, "seed": seed, "rows": x.shape[0],
-               "data_sha256": data_sha256(x)}
-        settings, fingerprint = {**run, "lr": lr}, settings_fingerprint(model, objective, **run)
+        recorded = {"batch_size": run.batch_size, "optimizer": run.optimizer, "seed": run.seed, "rows": x.shape[0],
+                    "data_sha256": data_sha256(x)}
+        settings, fingerprint = {**recorded, "lr": run.lr}, settings_fingerprint(model, objective, **recorded)
     order_rng = torch.Generator()
     if resume_from is None:
-        torch.manual_seed(seed)
-        order_rng.manual_seed(seed)
+        torch.manual_seed(run.seed)
+        order_rng.manual_seed(run.seed)
         history = History()
     else:
-        history = _resume(Path(resume_from), model, objective, opt, order_rng, device, lr, fingerprint, epochs)
+        history = _resume(Path(resume_from), model, objective, opt, order_rng, device, run.lr, fingerprint,
+                          run.epochs)
 
     def save(rng: dict[str, torch.Tensor]) -> None:
         save_checkpoint(checkpoint, model, objective=objective, optimizer=opt, history=history,
                         rng_state=rng, fit_settings=settings, fingerprint=fingerprint)
 
+    epochs = run.epochs
     bar = tqdm(range(len(history), epochs), initial=len(history), total=epochs, desc="training",
                disable=not progress, leave=False)
     for epoch in bar:
         start = _TrainingState.capture(model, objective, opt, order_rng, device)
         try:
-            means = _run_epoch(model, objective, x, opt, named_params, order_rng, batch_size)
+            means = _run_epoch(model, objective, x, opt, named_params, order_rng, run.batch_size)
         except _NonFinite as bad:
             start.restore(model, objective, opt)
             if checkpoint is not None:
@@ -302,13 +316,12 @@ def _resume(path: Path, model: nn.Module, objective: Objective, opt: torch.optim
     return History({name: list(values) for name, values in ckpt.history.items()})
 
 
-def _check_fit_arguments(model: object, objective: object, seed: object, on_epoch_end: object) -> None:
-    """What only fit takes: one model and one objective, a seed and a callback."""
+def _check_fit_arguments(model: object, objective: object, on_epoch_end: object) -> None:
+    """What only fit takes: one model and one objective, and a callback."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module (e.g. vaelib.VAE), got {type(model).__name__}")
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be a vaelib.objectives.Objective, got {type(objective).__name__}")
-    _checks.seed("seed", seed)
     if on_epoch_end is not None and not callable(on_epoch_end):
         raise TypeError(f"on_epoch_end must be a function (epoch, means) -> None or None, got "
                         f"{type(on_epoch_end).__name__}")

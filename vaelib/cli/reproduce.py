@@ -21,7 +21,7 @@ STATE_DIR = "reproduce-state"
 
 def add_parser(commands) -> argparse.ArgumentParser:
     """The sub-parser; its defaults are those of ``Ko2023Config``."""
-    from vaelib.experiments.ko2023 import ENGINES, Ko2023Config
+    from vaelib.experiments.ko2023 import RUNNERS, Ko2023Config
     from vaelib.objectives import ALPHA_RULES, KL_REDUCTIONS
 
     d = Ko2023Config()
@@ -41,8 +41,11 @@ def add_parser(commands) -> argparse.ArgumentParser:
                      help=f"seed of the data set; run i uses seed + i (default {d.seed})")
     rep.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                      help=f"folder for table1.json and figure1.png, created if needed (default {DEFAULT_OUT}/)")
-    rep.add_argument("--engine", choices=sorted(ENGINES), default=d.engine,
-                     help=f"training engine (default {d.engine})")
+    rep.add_argument("--runner", choices=sorted(RUNNERS), default=d.runner,
+                     help=f"how the runs are trained: all at once (batched, vaelib.fit_batched) or one after "
+                          f"the other (loop, vaelib.fit) (default {d.runner})")
+    # --engine: the former name of --runner, still accepted (not shown in --help)
+    rep.add_argument("--engine", choices=sorted(RUNNERS), dest="runner", help=argparse.SUPPRESS)
     rep.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                      help=f"minibatch size (default {d.batch_size}, Kingma & Welling's M)")
     rep.add_argument("--lr", type=positive_float, default=d.lr,
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = ko2023.Ko2023Config(
-            runs=args.runs, epochs=args.epochs, seed=args.seed, engine=args.engine, batch_size=args.batch_size,
+            runs=args.runs, epochs=args.epochs, seed=args.seed, runner=args.runner, batch_size=args.batch_size,
             lr=args.lr, n_points=args.n_points, alpha_rule=args.alpha_rule, kl_reduction=args.kl_reduction)
         ko2023.check_feasible(config)
         out = ko2023.prepare_output_dir(args.out)
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     print(result.table())
     print()
     print(result.sample_quality_table())
-    print(f"\ntrained {2 * config.runs} runs in {result.seconds:.0f} s with the {config.engine!r} engine; "
+    print(f"\ntrained {2 * config.runs} runs in {result.seconds:.0f} s with the {config.runner!r} runner; "
           f"wrote {paths['table']} and {paths['figure']}")
     return 0
 

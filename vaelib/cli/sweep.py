@@ -39,7 +39,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
                     "LocalCluster or an existing cluster. Each finished chunk is saved in --out at once; run "
                     "the same command again to continue an interrupted sweep. At the end: runs.csv/.json (one "
                     "row per run) and summary.csv/.json (mean ± std over seeds). The file format is documented "
-                    "in vaelib.sweep (python -c 'import vaelib.sweep; help(vaelib.sweep)').",
+                    "in the book: 'Running larger experiments', section 'The sweep file format'.",
         epilog=f"example:\n{EXAMPLE_SPEC}\n  python -m vaelib sweep sweep.toml --out results/sweep --workers 2")
     sweep.add_argument("spec", metavar="SPEC.toml", help="the sweep file")
     sweep.add_argument("--out", required=True, metavar="DIR",

@@ -135,7 +135,7 @@ def compiler_command() -> list[str] | None:
     try:
         words = shlex.split(named) or ["cc"]
     except ValueError as error:
-        raise _Unusable(f"CC={named!r} cannot be split into words ({error}); quote it as a shell would")
+        raise _Unusable(f"CC={named!r} cannot be split into words ({error}); quote it as a shell would") from None
     program = shutil.which(words[0])
     if program is None and named:
         raise _Unusable(f"the compiler CC={named!r} was not found (PATH has no {words[0]!r}); set CC to a C compiler")

@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,9 +29,9 @@ from vaelib.engine._layout import Unsupported
 from vaelib.engine._state import STATE_CONTENT, read_saved_state, restore_trainer
 from vaelib.engine._trainer import EpochTerms, Trainer
 from vaelib.objectives import Objective
-from vaelib.runs import (BACKENDS, OPTIMIZERS, History, TrainingDiverged, check_checkpoint_paths,
-                         check_data_dtype, check_decoder_range, check_lr, check_training_arguments, data_sha256,
-                         resolve_device, settings_fingerprint)
+from vaelib.runs import (OPTIMIZERS, History, TrainingDiverged, TrainingSettings, check_checkpoint_paths,
+                         check_data_dtype, check_decoder_range, check_file_arguments, check_lr, data_sha256,
+                         resolve_device, settings_fingerprint, training_settings)
 
 LOG = logging.getLogger("vaelib.engine")
 
@@ -58,12 +59,17 @@ class RunDiverged(TrainingDiverged):
         self.run, self.histories = run, histories
 
 
-def fit_batched(models: Sequence[nn.Module], objectives: Sequence[Objective], x: torch.Tensor, *,
-                seeds: Sequence[int], epochs: int = 10, batch_size: int = 100, lr: float = 1e-3,
-                optimizer: str = "adam", progress: bool = True, device: str | torch.device = "cpu",
-                backend: str = "auto", checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 1,
-                resume_from: str | os.PathLike | None = None, overwrite: bool = False) -> Histories:
+def fit_batched(models: Sequence[nn.Module], objectives: Sequence[Objective], x: torch.Tensor,
+                settings: TrainingSettings | None = None, *, seeds: Sequence[int], epochs: int | None = None,
+                batch_size: int | None = None, lr: float | None = None, optimizer: str | None = None,
+                progress: bool = True, device: str | torch.device | None = None, backend: str | None = None,
+                checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
+                resume_from: str | os.PathLike[str] | None = None, overwrite: bool = False) -> Histories:
     """Train ``models[r]`` on ``objectives[r]`` with seed ``seeds[r]``, for every r, as one computation.
+
+    The runs share ``settings`` (a ``vaelib.TrainingSettings``, default ``TrainingSettings()``),
+    each field replaced by the keyword argument of its name where one is given, as in ``fit``; each
+    run's seed is its entry of ``seeds`` (the settings' own ``seed`` is ``fit``'s).
 
     Each run is what ``vaelib.fit(models[r], objectives[r], x, seed=seeds[r], ...)`` with the same
     settings would train (see the module's docstring for how far the numbers agree), but all runs
@@ -93,30 +99,34 @@ def fit_batched(models: Sequence[nn.Module], objectives: Sequence[Objective], x:
     """
     models, objectives, seeds = list(models), list(objectives), list(seeds)
     x = _checks.data_matrix("x", x).detach()  # the data is not trained: no gradient flows into it
-    _check_arguments(models, objectives, seeds, x, backend)
-    check_training_arguments(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                             checkpoint_every=checkpoint_every, checkpoint=checkpoint, resume_from=resume_from)
-    check_lr(lr, list(models[0].parameters()))
-    device = resolve_device(device)
+    _check_arguments(models, objectives, seeds, x)
+    shared = training_settings(settings, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                               device=device, backend=backend)
+    check_file_arguments(checkpoint_every, checkpoint, resume_from)
+    check_lr(shared.lr, list(models[0].parameters()))
+    where = resolve_device(shared.device)
     check_checkpoint_paths(checkpoint, resume_from, overwrite, kind="training state")
-    x = x.to(device)
+    x = x.to(where)
     for model in models:
-        model.to(device)
+        model.to(where)
     check_decoder_range(models[0], x)
-    sizes = batch_sizes(x.shape[0], batch_size)
+    sizes = batch_sizes(x.shape[0], shared.batch_size)
     noise_dim = noise_width(models[0])
-    fingerprint = saved = None
+    fingerprint: dict[str, Any] | None = None
+    saved: dict[str, Any] | None = None
     if checkpoint is not None or resume_from is not None:
         fingerprint = {"runs": [settings_fingerprint(m, o, seed=s) for m, o, s in zip(models, objectives, seeds)],
-                       "run": {"batch_size": batch_size, "optimizer": optimizer, "lr": lr, "rows": x.shape[0],
-                               "data_sha256": data_sha256(x)}}
-    resumed_on = None
+                       "run": {"batch_size": shared.batch_size, "optimizer": shared.optimizer, "lr": shared.lr,
+                               "rows": x.shape[0], "data_sha256": data_sha256(x)}}
+    backend_asked, resumed_on = shared.backend, None
     if resume_from is not None:
-        saved = read_saved_state(Path(resume_from), fingerprint, epochs, device)
-        if backend == "auto":
-            backend = resumed_on = saved["backend"]
+        assert fingerprint is not None
+        saved = read_saved_state(Path(resume_from), fingerprint, shared.epochs, where)
+        if backend_asked == "auto":
+            backend_asked = resumed_on = saved["backend"]
     with threads.limited():
-        trainer, fallback_reason = _choose_trainer(backend, models, objectives, x, sizes, optimizer, lr, device)
+        trainer, fallback_reason = _choose_trainer(backend_asked, models, objectives, x, sizes, shared.optimizer,
+                                                   shared.lr, where)
         if resumed_on == "torch":
             fallback_reason = f"resumed from {resume_from}, which was trained on the generic path"
         if fallback_reason is not None:
@@ -124,17 +134,19 @@ def fit_batched(models: Sequence[nn.Module], objectives: Sequence[Objective], x:
                       len(models), fallback_reason)
         histories = [History() for _ in models]
         if saved is not None:
+            assert resume_from is not None
             restore_trainer(Path(resume_from), trainer, saved)
             histories = [History({name: list(values) for name, values in terms.items()})
                          for terms in saved["histories"]]
-        done = len(histories[0])
+        done, epochs = len(histories[0]), shared.epochs
 
         def save(generators: dict[str, list[torch.Tensor]]) -> None:
+            assert checkpoint is not None
             save_state(checkpoint, {"backend": trainer.backend, "fingerprint": fingerprint, "trainer": trainer.state(),
                                     "generators": generators, "histories": [h.terms for h in histories]},
                        content=STATE_CONTENT)
 
-        with EpochInputs(seeds, x.shape[0], sizes, noise_dim, x.dtype, device, epochs, done,
+        with EpochInputs(seeds, x.shape[0], sizes, noise_dim, x.dtype, where, epochs, done,
                           None if saved is None else saved["generators"]) as inputs:
             boundary = inputs.start  # the generators at the end of the last completed epoch
             bar = tqdm(range(done, epochs), initial=done, total=epochs, desc=f"training {len(models)} runs",
@@ -244,8 +256,8 @@ def _architecture(model: nn.Module) -> list[object]:
         for m in model.modules()]
 
 
-def _check_arguments(models: list[nn.Module], objectives: list[Objective], seeds: list[int], x: torch.Tensor,
-                     backend: str) -> None:
+def _check_arguments(models: list[nn.Module], objectives: list[Objective], seeds: list[int],
+                     x: torch.Tensor) -> None:
     """What only fit_batched takes: one model, objective and seed per run, models of one architecture."""
     if not models:
         raise ValueError("models is empty; give at least one model to train")
@@ -256,8 +268,8 @@ def _check_arguments(models: list[nn.Module], objectives: list[Objective], seeds
         seen: dict[int, int] = {}
         for i, item in enumerate(items):
             if not isinstance(item, kind):
-                raise TypeError(f"{what}[{i}] must be a {'torch.nn.Module' if kind is nn.Module else 'vaelib Objective'}"
-                                f", got {type(item).__name__}")
+                expected = "torch.nn.Module" if kind is nn.Module else "vaelib Objective"
+                raise TypeError(f"{what}[{i}] must be a {expected}, got {type(item).__name__}")
             if id(item) in seen:
                 raise ValueError(f"{what}[{i}] is the same object as {what}[{seen[id(item)]}]; every run needs its own "
                                  f"(build one per run, or copy.deepcopy it)")
@@ -277,4 +289,3 @@ def _check_arguments(models: list[nn.Module], objectives: list[Objective], seeds
     if in_dim is not None and x.shape[1] != in_dim:
         raise ValueError(f"x must have {in_dim} features per row (the models' in_dim), got shape {tuple(x.shape)}")
     check_data_dtype(x, models)
-    _checks.one_of("backend", backend, BACKENDS)

@@ -65,7 +65,8 @@ class _Group:
 
     def objective_state(self) -> dict[str, torch.Tensor]:
         """The objective's stacked tensors that are not trained by the optimiser (buffers, frozen alpha)."""
-        state = {name: p.detach() for name, p in self.objective.named_parameters() if name not in self.objective_trained}
+        state = {name: p.detach() for name, p in self.objective.named_parameters()
+                 if name not in self.objective_trained}
         return {**state, **dict(self.objective.named_buffers())}
 
     def loss_function(self) -> Callable:

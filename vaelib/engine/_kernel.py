@@ -119,8 +119,8 @@ class EpochCall:
             multiplier_state.data_ptr(), self.optimizer, self.lr, step_size.data_ptr(),
             bias_correction2_sqrt.data_ptr(), columns.data_ptr(), self.threads)
         if status != 0:
-            raise MemoryError(f"the engine's C kernel stopped with status {status} (1: sizes or codes beyond its limits, "
-                              "2: out of memory)")
+            raise MemoryError(f"the engine's C kernel stopped with status {status} (1: sizes or codes beyond "
+                              "its limits, 2: out of memory)")
         return columns
 
 

@@ -44,16 +44,18 @@ from vaelib import _checks, threads
 from vaelib.claims import separation
 from vaelib.data import cosine_surface
 from vaelib.engine import fit_batched
-from vaelib.metrics import NoiseLevel, cosine_sample_quality, median_bandwidth, reconstruction_and_kl
+from vaelib.evaluation import reconstruction_and_kl
+from vaelib.metrics import NoiseLevel, cosine_sample_quality, median_bandwidth
 from vaelib.models import VAE
 from vaelib.objectives import ELBO, GECO, ConstrainedObjective, KLConstrained, KoLagrangian, Objective, SigmaVAE
 from vaelib.seeding import seed_everything
 from vaelib.tables import mean_std_cell, render_table
-from vaelib.runs import History
+from vaelib.runs import History, TrainingSettings
 
 # The sample-quality metrics of the table, in this order, with their labels and which way is better.
 QUALITY = {"surface_distance": ("distance to surface", "lower"), "coverage_distance": ("coverage distance", "lower"),
-           "cell_coverage": ("cells covered", "higher"), "mmd2": ("MMD²", "lower"), "energy": ("energy distance", "lower")}
+           "cell_coverage": ("cells covered", "higher"), "mmd2": ("MMD²", "lower"),
+           "energy": ("energy distance", "lower")}
 FIT = {"recon": "R (sampled z)", "recon_at_mean": "R (z = μ)", "kl": "KL (nats/point)", "alpha": "multiplier"}
 
 
@@ -120,11 +122,15 @@ class ComparisonConfig:
         if shared:
             raise ValueError(f"selection_seeds {shared} are also in seeds; choose a knob on other seeds "
                              "than those it is reported on")
-        for name in ("epochs", "n_points", "batch_size", "hidden", "latent_dim", "n_quality"):
+        for name in ("n_points", "hidden", "latent_dim", "n_quality"):
             _checks.positive_int(name, getattr(self, name))
-        _checks.positive_float("lr", self.lr)
+        self.training()  # checks epochs, batch_size and lr
         for name in self.methods or ():
             _checks.one_of("methods", name, METHODS)
+
+    def training(self) -> TrainingSettings:
+        """The runs' training settings (each run's seed is its own, handed to ``fit_batched`` apart)."""
+        return TrainingSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
 
 
 METHODS = _methods(0.1, 0.03)  # the names and knobs; objectives are built from the config's delta and rate
@@ -177,8 +183,7 @@ def train(config: ComparisonConfig, *, progress: bool = True, backend: str = "au
             runs.append(Run(setting, seed, model, methods[setting.method].build(setting.value), History(),
                             selection=seed in selection))
     histories = fit_batched([r.model for r in runs], [r.objective for r in runs], training_data(config),
-                            seeds=[r.seed for r in runs], epochs=config.epochs, batch_size=config.batch_size,
-                            lr=config.lr, progress=progress, backend=backend)
+                            config.training(), seeds=[r.seed for r in runs], progress=progress, backend=backend)
     for run, history in zip(runs, histories):
         run.history = history
     return runs
@@ -192,7 +197,7 @@ def fresh_data(config: ComparisonConfig, offset: int = 0) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(config: ComparisonConfig, runs: Sequence[Run]) -> list[dict]:
     """One row per run: its setting and seed; R at a sampled code and at the mean, the KL per
-    point and the multiplier (``vaelib.metrics.reconstruction_and_kl`` on the training data); and
+    point and the multiplier (``vaelib.evaluation.reconstruction_and_kl`` on the training data); and
     the sample-quality metrics of ``n_quality`` decoded N(0, I) samples against as many fresh
     points (``vaelib.metrics.cosine_sample_quality``, one kernel bandwidth for all). The runs are
     scored on two threads: the metrics are large tensor operations that release the GIL."""

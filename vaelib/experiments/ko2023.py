@@ -1,23 +1,28 @@
 """Ko & Ko's experiment: their Lagrangian objective (eq. 7) against the ELBO (eq. 6), Table 1 and Figure 1.
 
-The pieces are separate so that a faster training engine can replace the training and reuse the rest:
+The pieces are separate so that another way of training the runs can replace the training and
+reuse the rest:
 
     config = Ko2023Config(...)                          every open choice, with a documented default
     x = make_data(config)                               the 3-D noisy cosine data
     specs = run_specs(config)                           one RunSpec(objective, seed) per run
-    trained = ENGINES[config.engine](config, x, specs, progress)     -> list[TrainedRun]
+    trained = RUNNERS[config.runner](config, x, specs, progress)     -> list[TrainedRun]
     result = summarise(config, x, trained)              evaluation, table, samples for Figure 1
     result.save("results/")                             table1.json and figure1.png, written as one group
 
-``reproduce(config)`` does all of it. An *engine* is any function
-``engine(config, x, specs, progress=True) -> list[TrainedRun]`` that trains one run per spec and
+``reproduce(config)`` does all of it. A *runner* is any function
+``runner(config, x, specs, progress=True) -> list[TrainedRun]`` that trains one run per spec and
 returns them in the order of ``specs``; each run starts from ``initial_run(config, spec)``, so that
-every engine starts from the same weights and the same objective. ``train_runs_loop`` (``"loop"``)
+every runner starts from the same weights and the same objective. ``train_runs_loop`` (``"loop"``)
 trains the runs one after the other with ``vaelib.fit``; ``train_runs_batched`` (``"batched"``, the
-default) trains them all as one computation with ``vaelib.engine.fit_batched``: the same numbers
-up to floating-point rounding, in seconds instead of minutes. An engine that can resume also takes
+default) trains them all as one computation with ``vaelib.fit_batched``: the same numbers up to
+floating-point rounding, in seconds instead of minutes. A runner that can resume also takes
 ``state_dir``, a folder for its checkpoints that it continues from when they exist; ``reproduce``
-passes it when asked to keep a state (``reproduce(..., state_dir=..., resume=...)``).
+passes it when asked to keep a state (``reproduce(..., state_dir=..., resume=...)``). Both hand the
+configuration's training settings to the trainer as one ``vaelib.TrainingSettings``
+(``Ko2023Config.training``). (The runner was called the *engine* before that word was kept for
+``vaelib.engine``: ``Ko2023Config(engine=...)``, ``config.engine``, ``ENGINES`` and the command
+line's ``--engine`` still work, and a state saved under the old name resumes.)
 
 For the book's analysis: ``train_objective`` and ``sweep`` train one objective under changed
 settings and give its Table 1 row; ``linear_vae_optimum`` predicts from the data's variances whether
@@ -31,7 +36,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import InitVar, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -41,14 +46,16 @@ from tqdm.auto import tqdm
 from vaelib import _checks, _io, plots
 from vaelib.data import COSINE_HALF_WIDTH, COSINE_NOISE, cosine_surface
 from vaelib.engine import fit_batched
-from vaelib.metrics import cosine_sample_quality, mean_std, median_bandwidth, reconstruction_and_kl
+from vaelib.claims import mean_std
+from vaelib.evaluation import reconstruction_and_kl
+from vaelib.metrics import cosine_sample_quality, median_bandwidth
 from vaelib.models import VAE
 from vaelib.nn import ACTIVATIONS
 from vaelib.objectives import ALPHA_RULES, ELBO, KL_REDUCTIONS, KoLagrangian, Objective
 from vaelib.pca import fit_pca
 from vaelib.seeding import seed_everything
 from vaelib.tables import mean_std_cell, render_table
-from vaelib.runs import OPTIMIZERS, History, check_lr
+from vaelib.runs import History, TrainingSettings, check_lr
 from vaelib.train import fit
 
 OBJECTIVES = ("proposed", "elbo")
@@ -107,8 +114,12 @@ class Ko2023Config:
     * ``seed``: the data set is drawn with ``seed``; run i of each objective uses ``seed + i`` for
       its initial weights, data order and sampling noise (both objectives share the seeds).
     * ``n_samples``: points decoded from N(0, I) for Figure 1 (the paper's 10,000).
-    * ``engine``: the training engine, a key of ``ENGINES`` (``"batched"``; ``"loop"`` is the
-      one-run-at-a-time reference).
+    * ``runner``: how the runs are trained, a key of ``RUNNERS`` (``"batched"``: all at once with
+      ``vaelib.fit_batched``; ``"loop"``: one at a time with ``vaelib.fit``, the reference).
+      ``engine`` is its former name, still accepted by the constructor and readable.
+
+    ``epochs``, ``batch_size``, ``lr`` and ``optimizer`` are checked and handed to the trainer as
+    one ``vaelib.TrainingSettings`` (``training(seed)``).
     """
 
     runs: int = 10
@@ -129,24 +140,35 @@ class Ko2023Config:
     batch_size: int = 100
     init: str = "pytorch"
     n_samples: int = 10_000
-    engine: str = "batched"
+    runner: str = "batched"
+    engine: InitVar[str | None] = None  # the former name of runner (see the module's docstring)
 
-    def __post_init__(self):
-        for name in ("runs", "epochs", "n_points", "latent_dim", "hidden", "batch_size", "n_samples"):
+    def __post_init__(self, engine: str | None) -> None:
+        if engine is not None:
+            _checks.one_of("engine", engine, RUNNERS)
+            if self.runner not in ("batched", engine):
+                raise ValueError(f"runner={self.runner!r} and engine={engine!r} (its former name) disagree; "
+                                 "give runner")
+            object.__setattr__(self, "runner", engine)
+        for name in ("runs", "n_points", "latent_dim", "hidden", "n_samples"):
             _checks.positive_int(name, getattr(self, name))
+        self.training()  # checks epochs, batch_size, lr and optimizer
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         _checks.positive_float("half_width", self.half_width)
         _checks.non_negative_float("noise", self.noise)
         _checks.non_negative_float("delta", self.delta)
         _checks.non_negative_float("alpha_init", self.alpha_init)
-        _checks.positive_float("lr", self.lr)
         _checks.one_of("activation", self.activation, ACTIVATIONS)
         _checks.one_of("alpha_rule", self.alpha_rule, ALPHA_RULES)
         _checks.one_of("kl_reduction", self.kl_reduction, KL_REDUCTIONS)
-        _checks.one_of("optimizer", self.optimizer, OPTIMIZERS)
         _checks.one_of("init", self.init, INITS)
-        _checks.one_of("engine", self.engine, ENGINES)
+        _checks.one_of("runner", self.runner, RUNNERS)
+
+    def training(self, seed: int = 0) -> TrainingSettings:
+        """The training settings of a run with ``seed`` (``fit_batched`` takes each run's seed apart)."""
+        return TrainingSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
+                                seed=seed)
 
 
 @dataclass(frozen=True)
@@ -168,7 +190,8 @@ class TrainedRun:
     history: History
 
 
-Engine = Callable[[Ko2023Config, torch.Tensor, Sequence[RunSpec], bool], list[TrainedRun]]
+Runner = Callable[[Ko2023Config, torch.Tensor, Sequence[RunSpec], bool], list[TrainedRun]]
+Engine = Runner  # the former name
 
 
 def make_data(config: Ko2023Config) -> torch.Tensor:
@@ -219,7 +242,7 @@ def linear_vae_optimum(x: torch.Tensor, latent_dim: int = 2, kl_weight: float = 
 
 
 def initial_run(config: Ko2023Config, spec: RunSpec) -> tuple[VAE, Objective]:
-    """The untrained model (weights seeded by ``spec.seed``) and objective every engine starts from."""
+    """The untrained model (weights seeded by ``spec.seed``) and objective every runner starts from."""
     seed_everything(spec.seed)
     model = VAE(3, latent_dim=config.latent_dim, hidden=(config.hidden,), activation=config.activation)
     if config.init == "xavier":
@@ -232,7 +255,7 @@ def initial_run(config: Ko2023Config, spec: RunSpec) -> tuple[VAE, Objective]:
 
 def train_runs_loop(config: Ko2023Config, x: torch.Tensor, specs: Sequence[RunSpec],
                     progress: bool = True, state_dir: Path | None = None) -> list[TrainedRun]:
-    """The reference engine: train the runs one after the other with ``vaelib.fit``.
+    """The reference runner: train the runs one after the other with ``vaelib.fit``.
 
     One progress bar counts the epochs of all runs together. With ``state_dir``, each run keeps
     its checkpoint there and continues from it if it exists (see ``reproduce``).
@@ -244,8 +267,7 @@ def train_runs_loop(config: Ko2023Config, x: torch.Tensor, specs: Sequence[RunSp
             model, objective = initial_run(config, spec)
             path = None if state_dir is None else Path(state_dir) / f"loop-{spec.objective}-seed{spec.seed}.ckpt"
             counted = bar.n
-            history = fit(model, objective, x, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                          optimizer=config.optimizer, seed=spec.seed, progress=False,
+            history = fit(model, objective, x, config.training(spec.seed), progress=False,
                           on_epoch_end=lambda epoch, means: bar.update(1), checkpoint=path,
                           checkpoint_every=CHECKPOINT_EVERY, resume_from=path if path and path.exists() else None)
             bar.update(config.epochs - (bar.n - counted))  # the epochs a resumed run had done before
@@ -255,20 +277,24 @@ def train_runs_loop(config: Ko2023Config, x: torch.Tensor, specs: Sequence[RunSp
 
 def train_runs_batched(config: Ko2023Config, x: torch.Tensor, specs: Sequence[RunSpec],
                        progress: bool = True, state_dir: Path | None = None) -> list[TrainedRun]:
-    """The default engine: train every run at once with ``vaelib.engine.fit_batched``, each run
+    """The default runner: train every run at once with ``vaelib.fit_batched``, each run
     from ``initial_run`` with its own seed, as ``train_runs_loop`` would (up to rounding). With
     ``state_dir``, the runs' state is kept there and training continues from it if it exists."""
     built = [initial_run(config, spec) for spec in specs]
     path = None if state_dir is None else Path(state_dir) / "batched.ckpt"
     histories = fit_batched([model for model, _ in built], [objective for _, objective in built], x,
-                            seeds=[spec.seed for spec in specs], epochs=config.epochs, batch_size=config.batch_size,
-                            lr=config.lr, optimizer=config.optimizer, progress=progress, checkpoint=path,
+                            config.training(), seeds=[spec.seed for spec in specs], progress=progress, checkpoint=path,
                             checkpoint_every=CHECKPOINT_EVERY, resume_from=path if path and path.exists() else None)
     return [TrainedRun(spec, model, objective, history)
             for spec, (model, objective), history in zip(specs, built, histories)]
 
 
-ENGINES: dict[str, Engine] = {"batched": train_runs_batched, "loop": train_runs_loop}
+RUNNERS: dict[str, Runner] = {"batched": train_runs_batched, "loop": train_runs_loop}
+ENGINES = RUNNERS  # the former name: the same dict
+# Ko2023Config(engine=...) is the former spelling of runner=...; config.engine still reads it. (Set
+# after the class is made: in its body the name is the constructor's InitVar.)
+setattr(Ko2023Config, "engine",  # noqa: B010 (an assignment would fight the InitVar's declared type)
+        property(lambda config: config.runner, doc="The former name of ``runner``."))
 # Epochs between two saves of the training state of a reproduction that keeps one (``state_dir``).
 CHECKPOINT_EVERY = 10
 STATE_CONFIG = "config.json"
@@ -280,7 +306,7 @@ def evaluate_run(config: Ko2023Config, x: torch.Tensor, run: TrainedRun) -> dict
     eq. 7, weighted_recon = (1+alpha)·R, weighted_kl = alpha·KL and alpha).
 
     The paper does not say at which code its R is scored, so both are reported (see
-    ``vaelib.metrics.reconstruction_and_kl``): ``recon`` at a *sampled* code z = mu + sigma·eps (one
+    ``vaelib.evaluation.reconstruction_and_kl``): ``recon`` at a *sampled* code z = mu + sigma·eps (one
     draw per point, the estimator that training minimised; eps from a generator seeded with the
     run's seed, so the evaluation is deterministic) and ``recon_at_mean`` at z = mu. The KL is the
     closed form in float64, summed over the n points or averaged, as ``config.kl_reduction`` says.
@@ -403,7 +429,7 @@ class Reproduction:
 def summarise(config: Ko2023Config, x: torch.Tensor, trained: Sequence[TrainedRun],
               seconds: float = float("nan")) -> Reproduction:
     """Evaluate every trained run, build Table 1 and draw Figure 1's samples from the first run
-    (seed ``config.seed``) of each objective. Independent of the engine that trained the runs."""
+    (seed ``config.seed``) of each objective. Independent of the runner that trained the runs."""
     results = [{"objective": run.spec.objective, "seed": run.spec.seed, **evaluate_run(config, x, run)}
                for run in trained]
     samples = {}
@@ -421,7 +447,7 @@ def reproduce(config: Ko2023Config | None = None, *, progress: bool = True, stat
     """Run Ko & Ko's experiment: ``config.runs`` runs of each objective, evaluated and summarised.
 
     ``overrides`` replace fields of ``config`` (default ``Ko2023Config()``), e.g.
-    ``reproduce(runs=3, epochs=20)``. Training uses ``ENGINES[config.engine]``. ``check_feasible``
+    ``reproduce(runs=3, epochs=20)``. Training uses ``RUNNERS[config.runner]``. ``check_feasible``
     runs first: a reproduction this machine cannot hold in memory is refused before anything is built.
 
     ``state_dir``: a folder in which the training state is kept, every ``CHECKPOINT_EVERY`` epochs,
@@ -439,24 +465,24 @@ def reproduce(config: Ko2023Config | None = None, *, progress: bool = True, stat
         raise TypeError(f"reproduce got unknown settings {unknown}; the settings are the fields of Ko2023Config")
     config = replace(config, **overrides)
     check_feasible(config)
-    engine = ENGINES[config.engine]
+    runner = RUNNERS[config.runner]
     if state_dir is not None:
         state_dir = _prepare_state(Path(state_dir), config, resume)
     x = make_data(config)
     specs = run_specs(config)
     start = time.perf_counter()
-    trained = engine(config, x, specs, progress) if state_dir is None else engine(config, x, specs, progress,
+    trained = runner(config, x, specs, progress) if state_dir is None else runner(config, x, specs, progress,
                                                                                   state_dir=state_dir)
     seconds = time.perf_counter() - start
     if [run.spec for run in trained] != specs:
-        raise RuntimeError(f"engine {config.engine!r} returned runs {[run.spec for run in trained]}, "
+        raise RuntimeError(f"runner {config.runner!r} returned runs {[run.spec for run in trained]}, "
                            f"expected one per spec in order: {specs}")
     return summarise(config, x, trained, seconds)
 
 
 def train_objective(config: Ko2023Config, x: torch.Tensor, objective: str,
                     progress: bool = True) -> tuple[list[TrainedRun], dict[str, dict]]:
-    """``config.runs`` runs of one objective (seeds seed, seed + 1, ...) through ``config.engine``,
+    """``config.runs`` runs of one objective (seeds seed, seed + 1, ...) through ``config.runner``,
     evaluated as in Table 1: returns the trained runs and their row of the table.
 
     For side experiments that change one setting (the KL's reduction, the step size) and need
@@ -464,7 +490,7 @@ def train_objective(config: Ko2023Config, x: torch.Tensor, objective: str,
     """
     _checks.one_of("objective", objective, OBJECTIVES)
     specs = [RunSpec(objective, config.seed + i) for i in range(config.runs)]
-    trained = ENGINES[config.engine](config, x, specs, progress)
+    trained = RUNNERS[config.runner](config, x, specs, progress)
     results = [{"objective": objective, **evaluate_run(config, x, run)} for run in trained]
     return trained, summarise_runs(results)[objective]
 
@@ -623,6 +649,8 @@ def _prepare_state(state_dir: Path, config: Ko2023Config, resume: bool) -> Path:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ValueError(f"{recorded} cannot be read ({exc}); delete {state_dir} to start again") from None
         saved = saved if isinstance(saved, dict) else {}
+        if "engine" in saved and "runner" not in saved:  # saved before the runner had its name
+            saved["runner"] = saved.pop("engine")
         differences = [f"{key} was {saved.get(key, 'not set')!r}, now {value!r}"
                        for key, value in settings.items() if saved.get(key) != value]
         if differences:
@@ -637,7 +665,7 @@ def _prepare_state(state_dir: Path, config: Ko2023Config, resume: bool) -> Path:
 
 
 def discard_state(state_dir: str | os.PathLike) -> None:
-    """Remove a reproduction's training state (what ``reproduce`` and its engines wrote in
+    """Remove a reproduction's training state (what ``reproduce`` and its runners wrote in
     ``state_dir``, nothing else), then the folder if that leaves it empty."""
     state_dir = Path(state_dir)
     if not state_dir.is_dir():

@@ -12,11 +12,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from vaelib import _checks
 from vaelib.engine import fit_batched
 from vaelib.models import VAE
 from vaelib.objectives import Objective
-from vaelib.runs import History
+from vaelib.runs import History, TrainingSettings
 from vaelib.seeding import seed_everything
 from vaelib.tables import mean_std_cell, render_table
 
@@ -38,14 +37,14 @@ def train_variants(variants: Mapping[str, Callable[[], Objective]], x: torch.Ten
         raise ValueError("variants is empty: give at least one name -> objective factory")
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed")
-    _checks.positive_int("epochs", epochs)
+    settings = TrainingSettings(epochs=epochs, batch_size=batch_size, lr=lr)
     runs = []
     for name, make_objective in variants.items():
         for seed in seeds:
             seed_everything(seed)
             runs.append(Run(name, seed, VAE(x.shape[1], 2, hidden, "ptanh"), make_objective(), History()))
-    histories = fit_batched([r.model for r in runs], [r.objective for r in runs], x, seeds=[r.seed for r in runs],
-                            epochs=epochs, batch_size=batch_size, lr=lr, progress=progress)
+    histories = fit_batched([r.model for r in runs], [r.objective for r in runs], x, settings,
+                            seeds=[r.seed for r in runs], progress=progress)
     for run, history in zip(runs, histories):
         run.history = history
     return runs

@@ -14,6 +14,7 @@ from vaelib.models.sparse import SparseAutoencoder
 from vaelib.models.tied import TiedAutoencoder
 from vaelib.models.vae import VAE
 
-__all__ = ["AAE", "Autoencoder", "CVAE", "ContractiveAutoencoder", "ConvAutoencoder", "DenoisingAutoencoder", "ModelOutput",
+__all__ = ["AAE", "Autoencoder", "CVAE", "ContractiveAutoencoder", "ConvAutoencoder", "DenoisingAutoencoder",
+           "ModelOutput",
            "SparseAutoencoder", "TiedAutoencoder", "VAE", "append_labels", "build_model", "load_model",
            "register_model", "registered_models"]

@@ -1,0 +1,110 @@
+"""The numerical machinery the metrics share: seeded random subsets, and sums over pairs of points
+computed a block of pairs at a time in float64 (one matrix product gives a block of squared
+distances), so that memory stays bounded whatever the number of points."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from vaelib import _checks
+
+DEFAULT_CHUNK_SIZE = 512
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(_checks.seed("seed", seed))
+
+
+def subsample(x: torch.Tensor, max_points: int | None, generator: torch.Generator) -> torch.Tensor:
+    """A random subset of max_points rows drawn with ``generator`` (all rows when there are no more)."""
+    if max_points is None:
+        return x
+    _checks.positive_int("max_points", max_points)
+    if len(x) <= max_points:
+        return x
+    return x[torch.randperm(len(x), generator=generator)[:max_points]]
+
+
+def same_width(name: str, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    y = _checks.data_matrix(name, y)
+    if y.shape[1] != x.shape[1]:
+        raise ValueError(f"x and {name} must have the same number of features, got {x.shape[1]} and "
+                         f"{y.shape[1]} (shapes {tuple(x.shape)} and {tuple(y.shape)})")
+    return y
+
+
+def two_samples(x, y, max_points: int | None, seed: int, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validated, subsampled float64 copies of x and y, centred on their pooled mean."""
+    x = _checks.data_matrix("x", x)
+    y = same_width("y", y, x)
+    _checks.positive_int("chunk_size", chunk_size)
+    if max_points is not None and _checks.positive_int("max_points", max_points) < 2:
+        raise ValueError(f"max_points must be at least 2 for a two-sample distance, got {max_points}")
+    generator = seeded_generator(seed)
+    x, y = subsample(x, max_points, generator).double(), subsample(y, max_points, generator).double()
+    for name, sample in (("x", x), ("y", y)):
+        if len(sample) < 2:
+            raise ValueError(f"{name} needs at least 2 points for an unbiased two-sample distance, got "
+                             f"{len(sample)}")
+    center = torch.cat([x, y]).mean(dim=0)
+    return x - center, y - center
+
+
+def nearest_squared_distance(a: torch.Tensor, b: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """The squared distance from each row of a to its nearest row of b, b taken chunk_size rows at a time."""
+    a_augmented = augmented(a)
+    nearest = torch.full((len(a),), math.inf, dtype=a.dtype)
+    for block in b.split(chunk_size):
+        nearest = torch.minimum(nearest, (a_augmented @ augmented(block, right=True).T).amin(dim=1))
+    return nearest.clamp_min_(0)
+
+
+def augmented(a: torch.Tensor, right: bool = False) -> torch.Tensor:
+    """Rows [-2 a_i, |a_i|^2, 1] (left) or [b_j, 1, |b_j|^2] (right): their products are ||a_i - b_j||^2,
+    so that one matrix product gives a whole block of squared distances."""
+    norms, ones = (a * a).sum(1, keepdim=True), torch.ones(len(a), 1, dtype=a.dtype)
+    return torch.cat([a, ones, norms] if right else [-2 * a, norms, ones], dim=1)
+
+
+def pair_means(x: torch.Tensor, y: torch.Tensor, chunk_size: int, *, kernel_scale: float | None = None,
+                distances: bool = False) -> dict[str, tuple[float, float, float]]:
+    """Means of exp(kernel_scale ||a - b||^2) (key "kernel") and of ||a - b|| (key "distance") over the
+    pairs (x_i, x_j) with i != j, (y_i, y_j) with i != j, and (x_i, y_j): a tuple (xx, yy, xy) per key."""
+    m, n = len(x), len(y)
+    sums = [pair_sums(x, x, chunk_size, kernel_scale, distances, same=True),
+            pair_sums(y, y, chunk_size, kernel_scale, distances, same=True),
+            pair_sums(x, y, chunk_size, kernel_scale, distances, same=False)]
+    pairs = (m * (m - 1), n * (n - 1), m * n)
+    names = (["kernel"] if kernel_scale is not None else []) + (["distance"] if distances else [])
+    return {name: tuple(total[k] / count for total, count in zip(sums, pairs)) for k, name in enumerate(names)}
+
+
+def pair_sums(a: torch.Tensor, b: torch.Tensor, chunk_size: int, kernel_scale: float | None, distances: bool,
+               same: bool) -> list[float]:
+    """Float64 sums over all pairs (or over i != j when a is b) of the kernel and/or the distance.
+
+    a and b are taken chunk_size rows at a time (blocks of chunk_size^2 pairs, 2 MiB at the default
+    512); when a is b only the blocks on and above the diagonal are computed, those above counted twice.
+    """
+    a_augmented, b_augmented = augmented(a), augmented(b, right=True)
+    kernel_sum = torch.zeros((), dtype=torch.float64)
+    distance_sum = torch.zeros((), dtype=torch.float64)
+    for start in range(0, len(a), chunk_size):
+        rows = a_augmented[start:start + chunk_size]
+        for other in range(start if same else 0, len(b), chunk_size):
+            squared = rows @ b_augmented[other:other + chunk_size].T
+            diagonal_block = same and other == start
+            weight = 2.0 if same and not diagonal_block else 1.0
+            if distances:
+                distance = squared.clamp_min(0).sqrt_()
+                if diagonal_block:
+                    distance.fill_diagonal_(0)
+                distance_sum += weight * distance.sum(dtype=torch.float64)
+            if kernel_scale is not None:
+                kernel = squared.mul_(kernel_scale).exp_()
+                if diagonal_block:
+                    kernel.fill_diagonal_(0)
+                kernel_sum += weight * kernel.sum(dtype=torch.float64)
+    return [total.item() for total, wanted in ((kernel_sum, kernel_scale is not None), (distance_sum, distances))
+            if wanted]

@@ -1,0 +1,190 @@
+"""The client side of a sweep: the runs not done yet go to a Dask cluster in chunks, each finished
+chunk is written to ``OUT/chunks/`` at once, and the table is assembled from every run's result.
+
+``run_sweep`` starts a ``local_cluster`` (or uses the cluster at ``scheduler``), reads the chunk
+files already in ``OUT`` (``done_runs``: a file whose content does not match its name or its runs'
+specs is ignored), trains the rest (``vaelib.sweep.worker.train_chunk`` on the workers) and writes
+the result files (``vaelib.sweep.results``). A chunk that fails is reported after the others have
+finished and been saved; running the sweep again retries it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from vaelib import _checks, _io, threads
+from vaelib.sweep.results import RESULT_FILES, SweepResult, json_text, summarise, table_row, write_results
+from vaelib.sweep.spec import FORMAT, Run, Sweep, load_spec, spec_hash
+from vaelib.sweep.worker import train_chunk
+
+# Default chunking: about this many chunks per worker thread (for balance), at most this many runs each.
+CHUNKS_PER_THREAD, MAX_DEFAULT_CHUNK = 4, 64
+
+
+class SweepIncomplete(RuntimeError):
+    """Some chunks failed; the others were saved, and running the sweep again retries the failed ones."""
+
+
+def run_sweep(spec: str | os.PathLike | Sweep, out: str | os.PathLike, *, scheduler: str | None = None,
+              workers: int | None = None, chunk_size: int | None = None, progress: bool = True,
+              on_chunk: Callable[[Path], object] | None = None) -> SweepResult:
+    """Run the sweep ``spec`` (a sweep file, or a ``Sweep`` from ``load_spec``) into the folder ``out``.
+
+    Runs already done in ``out`` are skipped; the others are trained in chunks of ``chunk_size`` runs
+    (default: about four chunks per worker thread, at most 64 runs each) on a new ``LocalCluster`` of
+    ``workers`` processes (default: one per core), or on the existing cluster at ``scheduler``. Each
+    finished chunk is written to ``out/chunks/`` at once, then ``on_chunk(path)`` is called (progress
+    reports, tests). Raises ``SpecError`` for a bad spec (before anything runs), ``SweepIncomplete``
+    when chunks failed (the rest is saved). The files and what they promise: the book's section
+    "The sweep file format" (label ``sec-sweep-format``).
+    """
+    started = time.perf_counter()
+    sweep = spec if isinstance(spec, Sweep) else load_spec(spec)
+    if scheduler is not None and workers is not None:
+        raise ValueError("workers sizes the local cluster; with a scheduler address the cluster's own workers "
+                         "run the sweep: give one or the other")
+    if workers is not None:
+        _checks.positive_int("workers", workers)
+    if chunk_size is not None:
+        _checks.positive_int("chunk_size", chunk_size)
+    out = _prepare_output(out)
+    chunk_dir = out / "chunks"
+    done, ignored = done_runs(chunk_dir)
+    pending = [run for run in sweep.runs if run.key not in done]
+    chunks_trained = 0
+    if pending:
+        with _dask_client(scheduler, workers) as client:
+            size = chunk_size or _default_chunk_size(len(pending), sum(client.nthreads().values()) or 1)
+            chunks = sweep.chunks(pending, size)
+            # closing(): an error in on_chunk cancels the other chunks while the client is still open
+            with contextlib.closing(_train_on_cluster(client, sweep, chunks, chunk_dir, progress)) as finished:
+                for path, results in finished:
+                    done.update((result["key"], result) for result in results)
+                    chunks_trained += 1
+                    if on_chunk is not None:
+                        on_chunk(path)
+    rows = [table_row(run, done[run.key]) for run in sweep.runs]
+    summary = summarise(rows, sweep.axes)
+    paths = write_results(out, rows, summary)
+    return SweepResult(sweep.axes, rows, summary, paths, len(pending), chunks_trained,
+                       len(sweep.runs) - len(pending), time.perf_counter() - started, ignored)
+
+
+def _prepare_output(out: str | os.PathLike) -> Path:
+    """Create ``out/chunks`` if needed and check that the result files can be written, before any training."""
+    if not isinstance(out, (str, os.PathLike)) or os.fspath(out) == "":
+        raise ValueError(f"out must be a folder path (str or os.PathLike) such as 'results/sweep', got {out!r}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"out {str(out)!r} exists and is not a folder; give a folder path")
+    (out / "chunks").mkdir(parents=True, exist_ok=True)
+    for name in RESULT_FILES:
+        _io.check_writable(out / name, "the sweep's result file", probe=name == RESULT_FILES[0])
+    return out
+
+
+def _default_chunk_size(runs: int, worker_threads: int) -> int:
+    return max(1, min(MAX_DEFAULT_CHUNK, math.ceil(runs / (CHUNKS_PER_THREAD * worker_threads))))
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int | None = None) -> Iterator:
+    """The ``distributed.LocalCluster`` that ``run_sweep`` starts when given no scheduler: ``workers``
+    processes (default: one per core) of one thread each, ``VAELIB_THREADS=1`` in their environment,
+    no dashboard, logs below errors silenced, scratch space in a private temporary folder. Closed on
+    exit. Hold one open to run several sweeps on it: ``run_sweep(..., scheduler=cluster.scheduler_address)``."""
+    from distributed import LocalCluster
+
+    if workers is not None:
+        _checks.positive_int("workers", workers)
+    with tempfile.TemporaryDirectory(prefix="vaelib-sweep-") as scratch, \
+            LocalCluster(n_workers=workers or threads.cores(), threads_per_worker=1, processes=True,
+                         dashboard_address=None, silence_logs=logging.ERROR, local_directory=scratch,
+                         env={threads.ENVIRONMENT_VARIABLE: "1"},
+                         # the scheduler's HTTP routes (health, metrics) on a free local port, not 8787
+                         scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster:
+        yield cluster
+
+
+@contextlib.contextmanager
+def _dask_client(scheduler: str | None, workers: int | None) -> Iterator:
+    """A client of the cluster at ``scheduler``, or of a new ``local_cluster(workers)``."""
+    from distributed import Client
+
+    if scheduler is None:
+        with local_cluster(workers) as cluster, Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = Client(scheduler, timeout="20s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); check the address "
+                              "(tcp://HOST:PORT) and that the scheduler runs") from None
+    with client:
+        yield client
+
+
+def _train_on_cluster(client, sweep: Sweep, chunks: list[list[Run]], chunk_dir: Path,
+                      progress: bool) -> Iterator[tuple[Path, list[dict]]]:
+    """Submit every chunk, then yield (file, results) for each as it finishes, after writing it."""
+    from distributed import as_completed
+
+    used = {spec_hash(run.spec["data"]) for chunk in chunks for run in chunk}
+    data = {key: client.scatter(x.numpy(), broadcast=True) for key, x in sweep.data.items() if key in used}
+    futures = {}
+    for chunk in chunks:
+        name = spec_hash([run.key for run in chunk])
+        payload = [{"key": run.key, "spec": run.spec} for run in chunk]
+        future = client.submit(train_chunk, data[spec_hash(chunk[0].spec["data"])], payload,
+                               key=f"vaelib-sweep-chunk-{name}", pure=False)
+        futures[future] = (name, chunk)
+    failures = []
+    bar = tqdm(total=len(chunks), unit="chunk", disable=not progress,
+               desc=f"sweep: {sum(map(len, chunks))} runs in {len(chunks)} chunks")
+    try:
+        for future in as_completed(futures):
+            name, chunk = futures[future]
+            try:
+                results = future.result()
+            except Exception as exc:  # a chunk's error is reported with the others', after the rest is saved
+                failures.append(f"{type(exc).__name__}: {exc}")
+                continue
+            path = chunk_dir / f"{name}.json"
+            entries = [{"key": run.key, "spec": run.spec, "result": result} for run, result in zip(chunk, results)]
+            _io.write_file(path, json_text({"format": FORMAT, "chunk": name, "runs": entries}), what="the chunk")
+            bar.update(1)
+            yield path, results
+    finally:
+        bar.close()
+        client.cancel(list(futures))
+    if failures:
+        raise SweepIncomplete(f"{len(failures)} of {len(chunks)} chunks failed (the others are saved; run the "
+                              f"sweep again to retry): {failures[0]}")
+
+
+def done_runs(chunk_dir: Path) -> tuple[dict[str, dict], list[Path]]:
+    """Results in the chunk files whose content checks out, by run key; and the files ignored."""
+    done, ignored = {}, []
+    for path in sorted(chunk_dir.glob("*.json")):
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+            entries = content["runs"]
+            valid = (content["format"] == FORMAT and path.stem == content["chunk"]
+                     == spec_hash([entry["key"] for entry in entries])
+                     and all(spec_hash(entry["spec"]) == entry["key"] == entry["result"]["key"] for entry in entries))
+        except (OSError, ValueError, KeyError, TypeError):
+            valid = False
+        if not valid:
+            ignored.append(path)
+            continue
+        done.update((entry["key"], entry["result"]) for entry in entries)
+    return done, ignored
