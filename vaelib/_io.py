@@ -55,7 +55,7 @@ class WriteError(OSError):
     """A file could not be written; the message names it and says why (``errno`` is kept)."""
 
     def __str__(self) -> str:
-        return self.strerror
+        return str(self.strerror)
 
 
 def check_writable(path, what: str = "the file", *, argument: str | None = None, probe: bool = True) -> Path:
@@ -133,7 +133,7 @@ def remove_stale_temporaries(folder, older_than: float = STALE_AFTER_SECONDS) ->
     """Remove the temporary files that killed vaelib writers left in ``folder``: regular files named
     ``.<name>.<random>.vaelib-tmp``, owned by the current user and not modified for ``older_than``
     seconds. Anything else is left alone, and so is what cannot be removed. Returns what was removed."""
-    removed = []
+    removed: list[Path] = []
     now = time.time()
     try:
         entries = list(os.scandir(folder))

@@ -54,6 +54,7 @@ class AdversarialRegularizer(Objective):
     """
 
     batchable = False
+    prior_generator_state: torch.Tensor
 
     def __init__(self, latent_dim: int, weight: float = 1.0, hidden: Sequence[int] = (64, 64),
                  activation: str = "relu", lr: float = 1e-3, seed: int = 0):

@@ -45,6 +45,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import safetensors.torch
 import torch
@@ -93,7 +94,8 @@ class Checkpoint:
         Checks the classes first and rolls every object back if any state does not fit, so that a
         failed restore leaves nothing half-loaded.
         """
-        parts = [("model", model, self.model_class, self.model_state)]
+        parts: list[tuple[str, Any, str | None, dict[str, Any] | None]] = [
+            ("model", model, self.model_class, self.model_state)]
         if objective is not None:
             parts.append(("objective", objective, self.objective_class, self.objective_state))
         if optimizer is not None:
@@ -108,6 +110,7 @@ class Checkpoint:
         try:
             for role, target, _, state in parts:
                 if role == "optimizer":
+                    assert state is not None  # checked above
                     state = _optimizer_state_like(target, state)
                 target.load_state_dict(state)
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:

@@ -33,8 +33,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
+from torch import nn
 
 from vaelib import _checks
 from vaelib.losses import bernoulli_nll, gaussian_kl, gaussian_log_density
@@ -282,7 +284,7 @@ def ppca_as_vae(ppca: PPCA, posterior_variance_scale: float = 1.0) -> VAE:
     posterior_logvar = torch.log(noise * posterior_variance_scale / m_diag)
 
     vae = VAE(in_dim=d, latent_dim=k, hidden=(), activation="identity").to(ppca.weight.dtype)
-    encoder, decoder = vae.encoder[0], vae.decoder[0]
+    encoder, decoder = cast(nn.Linear, vae.encoder[0]), cast(nn.Linear, vae.decoder[0])
     with torch.no_grad():
         encoder.weight.copy_(torch.cat([posterior_map, torch.zeros(k, d, dtype=torch.float64)]))
         encoder.bias.copy_(torch.cat([-posterior_map @ mean, posterior_logvar]))

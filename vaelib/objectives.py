@@ -173,6 +173,8 @@ def update_multiplier(rule: str, alpha: torch.Tensor, alpha_before: torch.Tensor
     if rule == "fixed":
         return (alpha,)
     if rule == "geco":
+        if average is None or count is None:
+            raise ValueError("the 'geco' rule needs the moving average and the count of updates")
         count = count + 1
         average = torch.where(count == 1, constraint, ema * average + (1 - ema) * constraint)
         alpha = (alpha_before * torch.exp(rate * average)).clamp(ALPHA_FLOOR, ALPHA_CEILING)
@@ -188,7 +190,7 @@ class VAEObjective(Objective):
     ``nll`` (the Gaussian NLL that replaces R in the loss) and ``sigma`` (the decoder's std).
     """
 
-    logged = ("loss", "recon", "kl")
+    logged: tuple[str, ...] = ("loss", "recon", "kl")
 
     def __init__(self, recon_weight: float = 1.0, kl_weight: float = 1.0, kl_reduction: str = "mean",
                  likelihood: str = "fixed", min_variance: float = 1e-6):
@@ -211,7 +213,7 @@ class VAEObjective(Objective):
         return self.combine(reconstruction_term(x, out), kl_term(out), batch_size=x.shape[-2],
                             features=reconstruction_target(x, out).shape[-1], alpha=self._alpha())
 
-    def combine(self, recon: torch.Tensor, kl: torch.Tensor, *, batch_size: int, features: int,
+    def combine(self, recon: torch.Tensor, kl: torch.Tensor, *, batch_size: int | torch.Tensor, features: int,
                 alpha: torch.Tensor | None = None) -> Terms:
         """The terms from R, the batch-averaged KL and alpha: tensors of any one shape (one
         minibatch in ``fit``; every step of every run in ``vaelib.engine``)."""
@@ -304,7 +306,10 @@ class ConstrainedObjective(VAEObjective):
     ``weighted_kl`` (each term times everything that multiplies it) where a subclass logs them.
     """
 
-    logged = ("loss", "recon", "kl", "constraint", "alpha")
+    logged: tuple[str, ...] = ("loss", "recon", "kl", "constraint", "alpha")
+    alpha: nn.Parameter
+    constraint_average: torch.Tensor  # buffers of the 'geco' rule only
+    updates: torch.Tensor
 
     def __init__(self, *, recon_weight: float, kl_weight: float, constraint_recon: float, constraint_kl: float,
                  bound: float, alpha_init: float = 1.0, alpha_rule: str = "reverse", kl_reduction: str = "mean",

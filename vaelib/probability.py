@@ -301,6 +301,7 @@ def expectation_gradient_samples(f: Callable[[torch.Tensor], torch.Tensor], mean
         return f(z).detach() * (z - mean) / std**2
     mean_t = torch.full((n_samples,), float(mean), dtype=torch.float64, requires_grad=True)
     f(mean_t + std * eps).sum().backward()
+    assert mean_t.grad is not None
     return mean_t.grad.detach()
 
 

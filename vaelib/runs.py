@@ -150,7 +150,7 @@ def data_sha256(x: torch.Tensor) -> str:
     """A fingerprint of the training data, so that a run is never resumed on other data."""
     cpu = x.detach().cpu().contiguous()
     h = hashlib.sha256(f"{cpu.dtype}{tuple(cpu.shape)}".encode())
-    h.update(cpu.reshape(-1).view(torch.uint8).numpy())
+    h.update(cpu.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -256,7 +256,7 @@ def _json_values(value: Any) -> Any:
 def _device_name(value: object) -> torch.device:
     """``value`` as a torch.device, after checking that it names one (not that this machine has it)."""
     try:
-        return torch.device(value)  # type: ignore[arg-type]
+        return torch.device(value)  # type: ignore[call-overload, no-any-return]
     except (RuntimeError, TypeError):
         raise ValueError(f"device must be a torch.device or a name such as 'cpu' or 'cuda:0', got {value!r}") from None
 

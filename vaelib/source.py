@@ -48,7 +48,7 @@ def show_source(obj, *, docstring: bool = True) -> Source:
     Raises ``TypeError`` for an object whose source is not in vaelib (a builtin, another package's
     function), since the page promises vaelib's own code.
     """
-    target = inspect.unwrap(obj.fget if isinstance(obj, property) else obj)
+    target = inspect.unwrap(obj.fget if isinstance(obj, property) else obj)  # type: ignore[arg-type]
     try:
         file = Path(inspect.getsourcefile(target) or "").resolve()
         lines, first = inspect.getsourcelines(target)

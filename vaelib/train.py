@@ -31,6 +31,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,9 +53,9 @@ __all__ = ["History", "TrainingDiverged", "TrainingSettings", "fit"]
 class _TrainingState:
     """Everything needed to go back to an epoch boundary: the last state known to be good."""
 
-    model: dict
-    objective: dict
-    optimizer: dict
+    model: dict[str, Any]
+    objective: dict[str, Any]
+    optimizer: dict[str, Any]
     rng: dict[str, torch.Tensor]
 
     @classmethod
@@ -69,7 +70,7 @@ class _TrainingState:
         opt.load_state_dict(self.optimizer)
 
 
-def _cloned(state):
+def _cloned(state: Any) -> Any:
     """A copy of a (nested) state dict whose tensors are cloned and whose containers are new: what
     ``copy.deepcopy`` gives, without its bookkeeping, which costs more than the copying itself when
     it runs every epoch on a small model."""
@@ -148,7 +149,7 @@ def _fit(model: nn.Module, objective: Objective, x: torch.Tensor, run: TrainingS
     x = x.to(device)
     check_decoder_range(model, x)
     named_params = _trainable_parameters(model, objective)
-    opt = OPTIMIZERS[run.optimizer]([p for _, p in named_params], lr=run.lr, foreach=True)
+    opt = OPTIMIZERS[run.optimizer]([p for _, p in named_params], lr=run.lr, foreach=True)  # type: ignore[call-arg]
     settings = fingerprint = None
     if checkpoint is not None or resume_from is not None:
         recorded = {"batch_size": run.batch_size, "optimizer": run.optimizer, "seed": run.seed, "rows": x.shape[0],
@@ -160,10 +161,12 @@ def _fit(model: nn.Module, objective: Objective, x: torch.Tensor, run: TrainingS
         order_rng.manual_seed(run.seed)
         history = History()
     else:
+        assert fingerprint is not None  # made above whenever resume_from is given
         history = _resume(Path(resume_from), model, objective, opt, order_rng, device, run.lr, fingerprint,
                           run.epochs)
 
     def save(rng: dict[str, torch.Tensor]) -> None:
+        assert checkpoint is not None
         save_checkpoint(checkpoint, model, objective=objective, optimizer=opt, history=history,
                         rng_state=rng, fit_settings=settings, fingerprint=fingerprint)
 
@@ -218,7 +221,7 @@ def _run_epoch(model: nn.Module, objective: Objective, x: torch.Tensor, opt: tor
     return {name: total / x.shape[0] for name, total in sums.items()}
 
 
-def _term_values(objective: Objective, terms) -> dict[str, float]:
+def _term_values(objective: Objective, terms: object) -> dict[str, float]:
     """The terms as Python floats, after checking they are what the trainer needs."""
     name = type(objective).__name__
     if not isinstance(terms, Mapping) or "loss" not in terms:
@@ -258,7 +261,7 @@ def _first_non_finite_state(model: nn.Module, objective: Objective) -> str | Non
     return None
 
 
-def _diverged_message(epoch: int, bad: _NonFinite, completed: int, checkpoint) -> str:
+def _diverged_message(epoch: int, bad: _NonFinite, completed: int, checkpoint: str | os.PathLike[str] | None) -> str:
     where = f"the end of epoch {completed}" if completed else "their state before training"
     saved = f"; that state was saved to {checkpoint}" if checkpoint is not None else ""
     return (f"training stopped at epoch {epoch}, step {bad.step}: {bad.term} is not finite. The model, "
@@ -284,7 +287,8 @@ def _rng_state(order_rng: torch.Generator, device: torch.device) -> dict[str, to
 
 
 def _resume(path: Path, model: nn.Module, objective: Objective, opt: torch.optim.Optimizer,
-            order_rng: torch.Generator, device: torch.device, lr: float, fingerprint: dict, epochs: int) -> History:
+            order_rng: torch.Generator, device: torch.device, lr: float, fingerprint: dict[str, Any],
+            epochs: int) -> History:
     """Load the training state saved in ``path``; return its history (the epochs already done).
 
     Everything is checked before anything is loaded: the file, its fingerprint against this run's,

@@ -6,24 +6,33 @@ held-out terms, ``run.settings.json``, TensorBoard events) and reports.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
 
 from vaelib.cli import _files
 from vaelib.cli._train_settings import model_arguments, model_class, resolve_settings, training_settings
+from vaelib.objectives import Objective
+from vaelib.runs import History, TrainingSettings
 
 
 class TrainingRun:
     """A checked run: data, model, objective, training settings and files, ready to train."""
 
-    def __init__(self, args, settings, training, data_path, x_train, x_heldout, model, objective, checkpoint):
+    def __init__(self, args: argparse.Namespace, settings: dict[str, Any], training: TrainingSettings, data_path: Path,
+                 x_train: torch.Tensor, x_heldout: torch.Tensor | None, model: nn.Module, objective: Objective,
+                 checkpoint: Path):
         self.args, self.settings, self.training, self.data_path = args, settings, training, data_path
         self.x_train, self.x_heldout, self.model, self.objective = x_train, x_heldout, model, objective
         self.checkpoint = checkpoint
         self.history_file = _files.history_path(checkpoint)
-        self.rows: list[dict] = []
+        self.rows: list[dict[str, Any]] = []
         self.settings_saved = False
 
-    def train(self, progress: bool):
+    def train(self, progress: bool) -> History:
         from vaelib.train import fit
 
         resume = self.args.resume
@@ -38,7 +47,7 @@ class TrainingRun:
             if writer is not None:
                 writer.close()
 
-    def report(self, history) -> None:
+    def report(self, history: History) -> None:
         final = history.final()
         model = self.model
         print(f"trained {type(model).__name__} {model.init_args} with {self.settings['objective']['name']!r} "
@@ -49,7 +58,7 @@ class TrainingRun:
             print(f"held out ({len(self.x_heldout)} rows): " + _terms_text(heldout))
         print(f"wrote {self.checkpoint}, {self.history_file} and {_files.settings_path(self.checkpoint)}")
 
-    def _epoch_end(self, writer):
+    def _epoch_end(self, writer: Any) -> Callable[[int, dict[str, float]], None]:
         def on_epoch_end(epoch: int, means: dict[str, float]) -> None:
             row = {"epoch": epoch + 1, **means}
             if self.x_heldout is not None:
@@ -83,13 +92,14 @@ class TrainingRun:
             self.model.train(was_training)
         return {name: value.item() for name, value in terms.items()}
 
-    def _previous_rows(self) -> list[dict]:
+    def _previous_rows(self) -> list[dict[str, Any]]:
         """The history so far: the checkpoint's terms, with the held-out ones from the old CSV."""
         from vaelib.checkpoint import load_checkpoint
 
         terms = load_checkpoint(self.checkpoint).history
         epochs = len(next(iter(terms.values()), []))
-        columns, old = [], {}
+        columns: list[str] = []
+        old: dict[int, dict[str, float]] = {}
         if self.history_file.is_file():
             columns, rows = _files.read_table(self.history_file)
             old = {int(row["epoch"]): row for row in rows if "epoch" in row}
@@ -100,14 +110,14 @@ class TrainingRun:
             rows.append({"epoch": i + 1, **{name: terms[name][i] for name in names}, **heldout})
         return rows
 
-    def _recorded_settings(self) -> dict:
+    def _recorded_settings(self) -> dict[str, Any]:
         return {"format": _files.SETTINGS_FORMAT,
                 "data": {"path": str(self.data_path),
                          "rows": len(self.x_train) + (0 if self.x_heldout is None else len(self.x_heldout)),
                          "columns": self.x_train.shape[1]},
                 **self.settings}
 
-    def _tensorboard(self):
+    def _tensorboard(self) -> Any:
         if self.args.tensorboard is None:
             return None
         try:
@@ -165,7 +175,7 @@ def prepare(args: argparse.Namespace) -> TrainingRun:
     return TrainingRun(args, settings, training, data_path, x, x_heldout, model, objective, checkpoint)
 
 
-def _check_checkpoint_state(args, checkpoint: Path, data_path: Path) -> None:
+def _check_checkpoint_state(args: argparse.Namespace, checkpoint: Path, data_path: Path) -> None:
     companions = (checkpoint, _files.history_path(checkpoint), _files.settings_path(checkpoint))
     if data_path.exists() and any(p.exists() and p.samefile(data_path) for p in companions):
         raise ValueError(f"--checkpoint {args.checkpoint!r} would overwrite the data file or be written beside "

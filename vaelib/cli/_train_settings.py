@@ -48,7 +48,7 @@ def resolve_settings(args: argparse.Namespace, recorded: dict[str, Any] | None) 
     return settings
 
 
-def merge(settings: dict, layer: dict) -> None:
+def merge(settings: dict[str, Any], layer: dict[str, Any]) -> None:
     for key, value in layer.items():
         if key in SECTIONS:
             settings[key].update(value)
@@ -56,7 +56,7 @@ def merge(settings: dict, layer: dict) -> None:
             settings[key] = value
 
 
-def read_config(path_text: str) -> dict:
+def read_config(path_text: str) -> dict[str, Any]:
     path = Path(path_text)
     if path.suffix != ".toml":
         raise ValueError(f"--config {path_text!r} must be a TOML file ending in .toml")
@@ -82,7 +82,7 @@ def read_config(path_text: str) -> dict:
     return config
 
 
-def flag_settings(args: argparse.Namespace) -> dict:
+def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given on the command line (flags left out are absent, not None)."""
     model = {"name": args.model_name, "latent_dim": args.latent_dim, "hidden": args.hidden,
              "activation": args.activation, "decoder": args.decoder}
@@ -95,7 +95,7 @@ def flag_settings(args: argparse.Namespace) -> dict:
             for key, value in layer.items() if value is not None}
 
 
-def key_values(flag: str, items: list[str]) -> dict:
+def key_values(flag: str, items: list[str]) -> dict[str, Any]:
     """``["beta=4", "decoder=bernoulli"]`` -> ``{"beta": 4, "decoder": "bernoulli"}``: each value is
     read as a TOML value (numbers, booleans, lists), or else as a string."""
     result = {}
@@ -111,7 +111,7 @@ def key_values(flag: str, items: list[str]) -> dict:
     return result
 
 
-def model_class(settings: dict) -> type:
+def model_class(settings: dict[str, Any]) -> type:
     name = str(settings["model"].get("name", DEFAULT_MODEL))
     models = tabular_models()
     if name.lower() not in models:
@@ -119,9 +119,9 @@ def model_class(settings: dict) -> type:
     return models[name.lower()]
 
 
-def model_arguments(cls: type, settings: dict) -> dict:
+def model_arguments(cls: type, settings: dict[str, Any]) -> dict[str, Any]:
     arguments = {k: v for k, v in settings["model"].items() if k != "name"}
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "in_dim")]
+    accepted = [p for p in inspect.signature(cls).parameters if p != "in_dim"]
     if "in_dim" in arguments:
         raise ValueError("in_dim is not a setting: it is the number of columns of the data")
     unknown = sorted(set(arguments) - set(accepted))

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.checkpoint} holds a model of class {type(model).__name__}, which has no "
                              "sample(n) method to draw points with; train a VAE (--model vae) to sample")
         model.eval()
-        points = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed))
+        points = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed))  # type: ignore[operator]
         _files.write_array(out, points.detach().cpu().numpy())
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
         return fail(args.command, exc, status=2)

@@ -56,7 +56,8 @@ from __future__ import annotations
 from vaelib.engine._build import KernelCacheWarning, KernelUnavailableWarning
 from vaelib.engine._fit import Histories, RunDiverged, fit_batched, kernel_available, kernel_covers
 from vaelib.engine._generic import GenericTrainer
-from vaelib.engine._kernel import ADAM_BETAS, KernelTrainer
+from vaelib.engine._kernel import KernelTrainer
+from vaelib.engine._layout import ADAM_BETAS
 from vaelib.engine._state import STATE_CONTENT
 from vaelib.engine._trainer import Trainer
 from vaelib.runs import BACKENDS

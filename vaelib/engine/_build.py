@@ -74,6 +74,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 # A compile of kernel.c takes seconds; one that has not finished in two minutes is stuck.
 COMPILE_TIMEOUT_S = 120.0
@@ -180,6 +181,7 @@ def _load_or_build(source: Path, compiler: list[str], flags: list[str], symbol: 
     folder = _Folder.open_cache()
     try:
         folder.remove_stale_partials()
+        problem: _Unusable
         try:
             return _load_cached(folder, name, key, symbol)
         except _Unsafe as cached:
@@ -298,7 +300,7 @@ def _load_cached(folder: _Folder, name: str, key: str, symbol: str) -> ctypes.CD
     return _load_checked(folder, name, symbol, descriptor, record)
 
 
-def _load_checked(folder: _Folder, name: str, symbol: str, descriptor: int, record: dict) -> ctypes.CDLL:
+def _load_checked(folder: _Folder, name: str, symbol: str, descriptor: int, record: dict[str, Any]) -> ctypes.CDLL:
     """The library open as ``descriptor``, loaded if it has the recorded size and sha256 and defines ``symbol``.
 
     A builder passes the record it made itself, not the one on disk, which a concurrent build may have replaced."""
@@ -344,7 +346,7 @@ def _open_checked(folder: _Folder, name: str, path: Path) -> int:
     return descriptor
 
 
-def _read_record(folder: _Folder, name: str, key: str) -> dict:
+def _read_record(folder: _Folder, name: str, key: str) -> dict[str, Any]:
     """The build record of ``name``: its key, size and sha256, from a file that passes the same checks."""
     record_name = f"{name}.json"
     try:
@@ -354,7 +356,7 @@ def _read_record(folder: _Folder, name: str, key: str) -> dict:
     with os.fdopen(descriptor, "rb") as file:
         data = file.read(MAX_RECORD_BYTES + 1)
     try:
-        record = json.loads(data)
+        record: dict[str, Any] = json.loads(data)
         valid = (len(data) <= MAX_RECORD_BYTES and record["key"] == key and type(record["size"]) is int
                  and isinstance(record["sha256"], str) and len(record["sha256"]) == 64)
     except (ValueError, TypeError, KeyError):
@@ -375,7 +377,7 @@ def _loadable_path(folder: _Folder, name: str, descriptor: int, checked: os.stat
 
 
 def _build(folder: _Folder, name: str, key: str, compiler: list[str], flags: list[str],
-           source: Path) -> tuple[int, dict]:
+           source: Path) -> tuple[int, dict[str, Any]]:
     """Compile ``source`` into ``name`` in ``folder``, atomically, and record its size and sha256 beside it.
 
     Returns the library, open, and its record."""

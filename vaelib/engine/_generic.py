@@ -32,6 +32,7 @@ def _install(module: nn.Module, name: str, value: torch.Tensor, parameter: bool)
     for part in path:
         module = getattr(module, part)
     if parameter:
+        assert isinstance(value, nn.Parameter)
         delattr(module, leaf)
         module.register_parameter(leaf, value)
     else:

@@ -64,6 +64,7 @@ class EpochInputs:
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """The next epoch's order and noise, and the generators' states after drawing them."""
+        assert self.pending is not None, "next() after the last epoch"
         ready = self.pending.result()
         self.drawn += 1
         self.pending = self.pool.submit(self._draw, self.drawn % 2) if self.drawn < self.epochs else None

@@ -14,6 +14,7 @@ import ctypes
 import functools
 import math
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -22,6 +23,7 @@ from vaelib import threads
 from vaelib.engine import _build, _layout
 from vaelib.engine._layout import ACTIVATION_CODES, ADAM_BETAS, LAYER_FIELDS, LIMITS, OPTIMIZER_CODES, Net, Unsupported
 from vaelib.engine._trainer import EpochTerms
+from vaelib.models.vae import VAE
 from vaelib.objectives import ConstrainedObjective, Objective, VAEObjective, objective_kind
 
 SOURCE = Path(__file__).with_name("kernel.c")
@@ -150,14 +152,16 @@ class KernelTrainer:
 
     def __init__(self, net: _layout.Net, models: list[nn.Module], objectives: list[Objective], x: torch.Tensor,
                  sizes: list[int], optimizer: str, lr: float):
-        self.net, self.objectives, self.features = net, objectives, x.shape[1]
-        theta = _layout.gather(models, objectives, net)
+        # kernel_net has checked that these are vaelib.VAE models and objectives of the VAE family
+        vaes, family = cast("list[VAE]", models), cast("list[VAEObjective]", objectives)
+        self.net, self.objectives, self.features = net, family, x.shape[1]
+        theta = _layout.gather(vaes, family, net)
         # The parameters and Adam's two moments are rows of one buffer, so that mark() is one copy.
         self.optimised = torch.zeros(3, theta.numel(), dtype=theta.dtype)
         self.optimised[0] = theta
         self.tensors = {"theta": self.optimised[0], "adam_m": self.optimised[1], "adam_v": self.optimised[2],
-                        "multiplier": _layout.multiplier_state(objectives)}
-        self.call = EpochCall(net, objectives, sizes, optimizer, lr, threads.kernel_threads(len(models)))
+                        "multiplier": _layout.multiplier_state(family)}
+        self.call = EpochCall(net, family, sizes, optimizer, lr, threads.kernel_threads(len(models)))
         self.lr = lr
         self.batch_sizes = torch.tensor(sizes)[:, None]
         # Runs whose objectives share a kind share one combine() call per epoch, on (steps, runs) tensors.
@@ -185,6 +189,7 @@ class KernelTrainer:
 
     def rollback(self) -> None:
         """Go back to the state ``mark`` remembered."""
+        assert self._mark is not None, "rollback() before mark()"
         self.steps_done = self._mark["steps_done"]
         self.optimised.copy_(self._mark["optimised"])
         self.tensors["multiplier"].copy_(self._mark["multiplier"])
@@ -206,11 +211,11 @@ class KernelTrainer:
         recon, kl, alpha = columns.unbind(-1)  # _layout.STEP_COLUMNS
         # Each objective names its terms from the kernel's R, KL and alpha with its own combine().
         groups = []
-        for runs, columns in zip(self.groups, self.group_columns):
+        for runs, group in zip(self.groups, self.group_columns):
             objective = self.objectives[runs[0]]
-            terms = objective.combine(recon[:, columns], kl[:, columns], batch_size=self.batch_sizes,
+            terms = objective.combine(recon[:, group], kl[:, group], batch_size=self.batch_sizes,
                                       features=self.features,
-                                      alpha=alpha[:, columns] if isinstance(objective, ConstrainedObjective) else None)
+                                      alpha=alpha[:, group] if isinstance(objective, ConstrainedObjective) else None)
             groups.append((runs, terms))
         return groups
 
@@ -220,7 +225,8 @@ class KernelTrainer:
         return torch.stack([torch.isfinite(p.reshape(runs, -1)).all(1) for p in pieces]).all(0).tolist()
 
     def write_back(self, models: list[nn.Module], objectives: list[Objective]) -> None:
-        _layout.scatter(self.tensors["theta"], self.tensors["multiplier"], models, objectives, self.net)
+        _layout.scatter(self.tensors["theta"], self.tensors["multiplier"], cast("list[VAE]", models),
+                        cast("list[VAEObjective]", objectives), self.net)
 
 
 def adam_schedule(lr: float, done: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:

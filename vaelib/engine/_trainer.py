@@ -5,7 +5,7 @@ epoch's inputs, asks for an epoch, checks the terms, keeps the histories and the
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ EpochTerms = list[tuple[list[int], dict[str, torch.Tensor]]]
 class Trainer(Protocol):
     """Trains R runs of one architecture, epoch by epoch, on tensors stacked along a run axis."""
 
-    backend: Literal["kernel", "torch"]  # which computes: recorded in the training state
+    backend: str  # which computes, "kernel" or "torch": recorded in the training state
 
     def epoch(self, x: torch.Tensor, order: torch.Tensor, noise: torch.Tensor,
               sizes: list[int]) -> EpochTerms:

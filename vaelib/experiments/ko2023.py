@@ -471,8 +471,8 @@ def reproduce(config: Ko2023Config | None = None, *, progress: bool = True, stat
     x = make_data(config)
     specs = run_specs(config)
     start = time.perf_counter()
-    trained = runner(config, x, specs, progress) if state_dir is None else runner(config, x, specs, progress,
-                                                                                  state_dir=state_dir)
+    trained = (runner(config, x, specs, progress) if state_dir is None
+               else runner(config, x, specs, progress, state_dir=state_dir))  # type: ignore[call-arg]
     seconds = time.perf_counter() - start
     if [run.spec for run in trained] != specs:
         raise RuntimeError(f"runner {config.runner!r} returned runs {[run.spec for run in trained]}, "

@@ -34,7 +34,8 @@ def same_width(name: str, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def two_samples(x, y, max_points: int | None, seed: int, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def two_samples(x: torch.Tensor, y: torch.Tensor, max_points: int | None, seed: int,
+                chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Validated, subsampled float64 copies of x and y, centred on their pooled mean."""
     x = _checks.data_matrix("x", x)
     y = same_width("y", y, x)
@@ -77,7 +78,7 @@ def pair_means(x: torch.Tensor, y: torch.Tensor, chunk_size: int, *, kernel_scal
             pair_sums(x, y, chunk_size, kernel_scale, distances, same=False)]
     pairs = (m * (m - 1), n * (n - 1), m * n)
     names = (["kernel"] if kernel_scale is not None else []) + (["distance"] if distances else [])
-    return {name: tuple(total[k] / count for total, count in zip(sums, pairs)) for k, name in enumerate(names)}
+    return {name: (sums[0][k] / pairs[0], sums[1][k] / pairs[1], sums[2][k] / pairs[2]) for k, name in enumerate(names)}
 
 
 def pair_sums(a: torch.Tensor, b: torch.Tensor, chunk_size: int, kernel_scale: float | None, distances: bool,

@@ -85,7 +85,7 @@ def register_model(cls: type[nn.Module]) -> type[nn.Module]:
             bound.apply_defaults()
             self.init_args = dict(list(bound.arguments.items())[1:])
 
-    cls.__init__ = __init__
+    cls.__init__ = __init__  # type: ignore[method-assign]
     _REGISTRY[name] = cls
     return cls
 

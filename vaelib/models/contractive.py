@@ -51,7 +51,7 @@ class ContractiveAutoencoder(nn.Module):
     def contraction(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """||J_f_e(x_i)||_F^2 for every row of x (``z``: its code, if already computed)."""
         if self.closed_form:
-            return sigmoid_jacobian_penalty(self.encode(x) if z is None else z, self.encoder[0].weight)
+            return sigmoid_jacobian_penalty(self.encode(x) if z is None else z, self.encoder[0].weight)  # type: ignore[arg-type]
         return jacobian_penalty(self.encoder, x)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:

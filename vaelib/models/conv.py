@@ -99,7 +99,7 @@ class ConvAutoencoder(nn.Module):
         h = h.reshape(-1, *self.feature_shape)
         for i, stage in enumerate(self.up):
             if self.decoder_kind == "unpool":
-                h = self.unpool(h, indices[len(self.up) - 1 - i])
+                h = self.unpool(h, indices[len(self.up) - 1 - i])  # type: ignore[index]  # checked above
             h = stage(h)
         return h.flatten(1)
 

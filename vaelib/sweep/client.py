@@ -16,8 +16,9 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -34,7 +35,7 @@ class SweepIncomplete(RuntimeError):
     """Some chunks failed; the others were saved, and running the sweep again retries the failed ones."""
 
 
-def run_sweep(spec: str | os.PathLike | Sweep, out: str | os.PathLike, *, scheduler: str | None = None,
+def run_sweep(spec: str | os.PathLike[str] | Sweep, out: str | os.PathLike[str], *, scheduler: str | None = None,
               workers: int | None = None, chunk_size: int | None = None, progress: bool = True,
               on_chunk: Callable[[Path], object] | None = None) -> SweepResult:
     """Run the sweep ``spec`` (a sweep file, or a ``Sweep`` from ``load_spec``) into the folder ``out``.
@@ -79,10 +80,10 @@ def run_sweep(spec: str | os.PathLike | Sweep, out: str | os.PathLike, *, schedu
                        len(sweep.runs) - len(pending), time.perf_counter() - started, ignored)
 
 
-def _prepare_output(out: str | os.PathLike) -> Path:
+def _prepare_output(out: str | os.PathLike[str]) -> Path:
     """Create ``out/chunks`` if needed and check that the result files can be written, before any training."""
     if not isinstance(out, (str, os.PathLike)) or os.fspath(out) == "":
-        raise ValueError(f"out must be a folder path (str or os.PathLike) such as 'results/sweep', got {out!r}")
+        raise ValueError(f"out must be a folder path (str or os.PathLike[str]) such as 'results/sweep', got {out!r}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"out {str(out)!r} exists and is not a folder; give a folder path")
@@ -97,7 +98,7 @@ def _default_chunk_size(runs: int, worker_threads: int) -> int:
 
 
 @contextlib.contextmanager
-def local_cluster(workers: int | None = None) -> Iterator:
+def local_cluster(workers: int | None = None) -> Iterator[Any]:
     """The ``distributed.LocalCluster`` that ``run_sweep`` starts when given no scheduler: ``workers``
     processes (default: one per core) of one thread each, ``VAELIB_THREADS=1`` in their environment,
     no dashboard, logs below errors silenced, scratch space in a private temporary folder. Closed on
@@ -116,7 +117,7 @@ def local_cluster(workers: int | None = None) -> Iterator:
 
 
 @contextlib.contextmanager
-def _dask_client(scheduler: str | None, workers: int | None) -> Iterator:
+def _dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
     """A client of the cluster at ``scheduler``, or of a new ``local_cluster(workers)``."""
     from distributed import Client
 
@@ -133,8 +134,8 @@ def _dask_client(scheduler: str | None, workers: int | None) -> Iterator:
         yield client
 
 
-def _train_on_cluster(client, sweep: Sweep, chunks: list[list[Run]], chunk_dir: Path,
-                      progress: bool) -> Iterator[tuple[Path, list[dict]]]:
+def _train_on_cluster(client: Any, sweep: Sweep, chunks: list[list[Run]], chunk_dir: Path,
+                      progress: bool) -> Generator[tuple[Path, list[dict[str, Any]]], None, None]:
     """Submit every chunk, then yield (file, results) for each as it finishes, after writing it."""
     from distributed import as_completed
 
@@ -171,9 +172,10 @@ def _train_on_cluster(client, sweep: Sweep, chunks: list[list[Run]], chunk_dir: 
                               f"sweep again to retry): {failures[0]}")
 
 
-def done_runs(chunk_dir: Path) -> tuple[dict[str, dict], list[Path]]:
+def done_runs(chunk_dir: Path) -> tuple[dict[str, dict[str, Any]], list[Path]]:
     """Results in the chunk files whose content checks out, by run key; and the files ignored."""
-    done, ignored = {}, []
+    done: dict[str, dict[str, Any]] = {}
+    ignored: list[Path] = []
     for path in sorted(chunk_dir.glob("*.json")):
         try:
             content = json.loads(path.read_text(encoding="utf-8"))

@@ -9,6 +9,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vaelib import _io
 from vaelib.claims import mean_std
@@ -25,8 +26,8 @@ class SweepResult:
     chunk files it ignored (unreadable, or not matching their name or their runs' specs)."""
 
     axes: tuple[str, ...]
-    rows: list[dict]
-    summary: list[dict]
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
     paths: dict[str, Path]
     runs_trained: int
     chunks_trained: int
@@ -40,7 +41,7 @@ class SweepResult:
         return format_summary(self.summary, self.axes, style)
 
 
-def table_row(run: Run, result: dict) -> dict:
+def table_row(run: Run, result: dict[str, Any]) -> dict[str, Any]:
     row = {"run": run.key[:12], "seed": run.spec["training"]["seed"], "objective": run.spec["objective"]["name"]}
     row.update((name, value) for name, value in run.settings.items() if name not in row)
     row["status"] = result["status"]
@@ -51,14 +52,14 @@ def table_row(run: Run, result: dict) -> dict:
     return row
 
 
-def summarise(rows: Sequence[Mapping], axes: Sequence[str]) -> list[dict]:
+def summarise(rows: Sequence[Mapping[str, Any]], axes: Sequence[str]) -> list[dict[str, Any]]:
     """One row per combination of the axes other than seed, in order of first appearance: ``runs``,
     ``diverged``, and ``<column>_mean`` / ``<column>_std`` (sample std; None for a single run) of every
     ``final_`` and ``eval_`` column over that combination's runs that finished."""
 
     keys = [axis for axis in axes if axis != "seed"]
     columns = _metric_columns(rows)
-    groups: dict[tuple, list[Mapping]] = {}
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(json.dumps(row.get(k)) for k in keys), []).append(row)
     summary = []
@@ -74,14 +75,14 @@ def summarise(rows: Sequence[Mapping], axes: Sequence[str]) -> list[dict]:
     return summary
 
 
-def _metric_columns(rows: Sequence[Mapping]) -> list[str]:
+def _metric_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     columns: dict[str, None] = {}
     for row in rows:
         columns.update((c, None) for c in row if c.startswith(("final_", "eval_")))
     return sorted(columns, key=lambda c: not c.startswith("eval_"))
 
 
-def format_summary(summary: Sequence[Mapping], axes: Sequence[str], style: str = "text") -> str:
+def format_summary(summary: Sequence[Mapping[str, Any]], axes: Sequence[str], style: str = "text") -> str:
     """A summary as a table: the axes, runs, then mean ± std of each eval_ column (of the final_
     columns when no metric was evaluated)."""
     keys = [axis for axis in axes if axis != "seed"]
@@ -93,7 +94,7 @@ def format_summary(summary: Sequence[Mapping], axes: Sequence[str], style: str =
     return render_table(header, lines, style)
 
 
-def write_results(out: Path, rows: list[dict], summary: list[dict]) -> dict[str, Path]:
+def write_results(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> dict[str, Path]:
     """The four result files, written as one group (``vaelib._io.write_files``): all or none."""
     paths = {name: out / name for name in RESULT_FILES}
     _io.write_files({paths["runs.csv"]: _csv_text(rows), paths["runs.json"]: json_text(rows),
@@ -102,11 +103,11 @@ def write_results(out: Path, rows: list[dict], summary: list[dict]) -> dict[str,
     return paths
 
 
-def json_text(content) -> str:
+def json_text(content: object) -> str:
     return json.dumps(content, indent=1) + "\n"
 
 
-def _csv_text(rows: list[dict]) -> str:
+def _csv_text(rows: list[dict[str, Any]]) -> str:
     columns = list(dict.fromkeys(column for row in rows for column in row))
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns, restval="", lineterminator="\n")

@@ -30,7 +30,7 @@ from vaelib import _checks
 from vaelib.data import COSINE_HALF_WIDTH, COSINE_NOISE, cosine_surface, load_array
 from vaelib.engine import kernel_covers
 from vaelib.models.base import build_model, registered_models
-from vaelib.objectives import OBJECTIVES, make_objective
+from vaelib.objectives import OBJECTIVES, Objective, make_objective
 from vaelib.runs import TrainingSettings
 
 # Part of every run's key: bump it when the meaning of a spec or of a result changes.
@@ -59,8 +59,8 @@ class Run:
     JSON values) and ``settings`` (each axis's value for the table; None where an axis does not apply)."""
 
     key: str
-    spec: dict
-    settings: dict
+    spec: dict[str, Any]
+    settings: dict[str, Any]
 
 
 @dataclass
@@ -83,7 +83,7 @@ class Sweep:
         return [group[i:i + chunk_size] for group in groups.values() for i in range(0, len(group), chunk_size)]
 
 
-def load_spec(path: str | os.PathLike) -> Sweep:
+def load_spec(path: str | os.PathLike[str]) -> Sweep:
     """Read and check a sweep file (the format: the book's section ``sec-sweep-format``); raises
     ``SpecError`` saying what to fix."""
     path = Path(path)
@@ -98,7 +98,7 @@ def load_spec(path: str | os.PathLike) -> Sweep:
     return parse_spec(mapping, base_dir=path.resolve().parent, source=path.name)
 
 
-def parse_spec(mapping: Mapping, *, base_dir: str | os.PathLike = ".", source: str = "the sweep") -> Sweep:
+def parse_spec(mapping: Mapping[str, Any], *, base_dir: str | os.PathLike[str] = ".", source: str = "the sweep") -> Sweep:
     """A ``Sweep`` from the sweep file's content as a dict; relative data files are found in ``base_dir``.
 
     Everything is checked here, before any training: the sections and axes, every value's type, every
@@ -110,7 +110,7 @@ def parse_spec(mapping: Mapping, *, base_dir: str | os.PathLike = ".", source: s
 
 
 class _Parser:
-    def __init__(self, mapping: Mapping, base_dir: Path, source: str):
+    def __init__(self, mapping: Mapping[str, Any], base_dir: Path, source: str):
         if not isinstance(mapping, Mapping):
             raise SpecError(f"a sweep is a TOML table, got {type(mapping).__name__}")
         unknown = sorted(set(mapping) - set(SECTIONS))
@@ -122,7 +122,7 @@ class _Parser:
             for key, value in self.sections[section].items():
                 _require_scalar(f"[{section}] {key}", value)
         self.axes = {name: _axis_values(name, values) for name, values in self.sections["axes"].items()}
-        self.data_cache: dict[str, tuple[dict, torch.Tensor]] = {}
+        self.data_cache: dict[str, tuple[dict[str, Any], torch.Tensor]] = {}
         self.checked: set[str] = set()
 
     def sweep(self) -> Sweep:
@@ -137,8 +137,8 @@ class _Parser:
 
     # --- the pieces of one run ------------------------------------------------------------------
 
-    def _run(self, point: dict, kinds: dict[str, str]) -> Run:
-        by_kind = {kind: {} for kind in ("training", "model", "data", "objective")}
+    def _run(self, point: dict[str, Any], kinds: dict[str, str]) -> Run:
+        by_kind: dict[str, dict[str, Any]] = {kind: {} for kind in ("training", "model", "data", "objective")}
         for name, value in point.items():
             key = name.split(".", 1)[1] if kinds[name] in ("model", "data") else name
             by_kind[kinds[name]][key] = value
@@ -156,14 +156,14 @@ class _Parser:
         settings = {name: _setting(spec, name, kinds[name], value) for name, value in point.items()}
         return Run(spec_hash(spec), spec, settings)
 
-    def _data(self, table: dict) -> tuple[dict, torch.Tensor]:
+    def _data(self, table: dict[str, Any]) -> tuple[dict[str, Any], torch.Tensor]:
         cache_key = json.dumps(table, sort_keys=True, default=str)
         if cache_key not in self.data_cache:
             self.data_cache[cache_key] = _resolve_data(table, self.base_dir)
         spec, x = self.data_cache[cache_key]
         return spec, x
 
-    def _model(self, table: dict, x: torch.Tensor) -> dict:
+    def _model(self, table: dict[str, Any], x: torch.Tensor) -> dict[str, Any]:
         table = dict(table)
         class_name = table.pop("class", None)
         if not isinstance(class_name, str):
@@ -178,7 +178,7 @@ class _Parser:
             table["in_dim"] = x.shape[1]
         return {"class": class_name, **table}
 
-    def _training(self, table: dict) -> dict:
+    def _training(self, table: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(table) - set(TRAINING_DEFAULTS))
         if unknown:
             raise SpecError(f"[training] has no setting {unknown[0]!r}; its settings are {list(TRAINING_DEFAULTS)}")
@@ -188,7 +188,7 @@ class _Parser:
             raise SpecError(str(exc)) from None
         return {key: getattr(settings, key) for key in TRAINING_DEFAULTS}
 
-    def _evaluation(self, data: dict) -> dict:
+    def _evaluation(self, data: dict[str, Any]) -> dict[str, Any]:
         table = self.sections["evaluation"]
         unknown = sorted(set(table) - {"metrics", "samples", "reference_seed"})
         if unknown:
@@ -215,7 +215,7 @@ class _Parser:
             raise SpecError(f"[evaluation]: {exc}") from None
         return evaluation
 
-    def _check_run(self, spec: dict, x: torch.Tensor) -> None:
+    def _check_run(self, spec: dict[str, Any], x: torch.Tensor) -> None:
         """Build each distinct model and objective once and score a few points: the errors a worker
         would meet after minutes of training are found here instead."""
         key = json.dumps([spec["model"], spec["objective"], spec["data"], spec["evaluation"]["metrics"]],
@@ -278,7 +278,7 @@ class _Parser:
                         f"({_settings_listing(objectives)})")
 
 
-def _setting(spec: dict, name: str, kind: str, value):
+def _setting(spec: dict[str, Any], name: str, kind: str, value: Any) -> Any:
     """An axis's value in a run's row, as the run uses it (None: the run's objective has no such setting)."""
     if kind == "training":
         return spec["training"][name]
@@ -289,14 +289,14 @@ def _setting(spec: dict, name: str, kind: str, value):
     return spec["data"].get(name.split(".", 1)[1], value)  # a data file's path is not in its spec
 
 
-def _table(mapping: Mapping, name: str) -> Mapping:
+def _table(mapping: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     value = mapping.get(name, {})
     if not isinstance(value, Mapping):
         raise SpecError(f"[{name}] must be a table (a [{name}] section), got {type(value).__name__} {value!r}")
     return value
 
 
-def _axis_values(name: str, values) -> list:
+def _axis_values(name: str, values: Any) -> list[Any]:
     if not isinstance(values, list):
         raise SpecError(f"axis {name!r} must be a list of values, e.g. {name} = [{values!r}], got {values!r}")
     if not values:
@@ -316,7 +316,7 @@ def _axis_values(name: str, values) -> list:
     return values
 
 
-def _require_scalar(where: str, value) -> None:
+def _require_scalar(where: str, value: Any) -> None:
     if not isinstance(value, (str, int, float, bool)):
         raise SpecError(f"{where} holds {type(value).__name__} {value!r}; give a number, a string or a boolean")
 
@@ -331,17 +331,17 @@ def _settings_listing(names: Sequence[str]) -> str:
     return "; ".join(f"{name} takes {list(_objective_settings(name)) or 'none'}" for name in names)
 
 
-def _normalised(settings: dict, accepted: Mapping[str, inspect.Parameter]) -> dict:
+def _normalised(settings: dict[str, Any], accepted: Mapping[str, inspect.Parameter]) -> dict[str, Any]:
     """Whole numbers given for float settings become floats, so that delta = 1 and delta = 1.0 are one run."""
     return {name: float(value) if isinstance(accepted[name].default, float) and type(value) is int else value
             for name, value in settings.items()}
 
 
-def _init_parameters(cls) -> list[str]:
+def _init_parameters(cls: Any) -> list[str]:
     return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
 
-def _resolve_data(table: dict, base_dir: Path) -> tuple[dict, torch.Tensor]:
+def _resolve_data(table: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any], torch.Tensor]:
     """The data spec that keys the runs (a file by its contents) and the data themselves."""
     if "file" in table:
         extra = sorted(set(table) - {"file"})
@@ -372,12 +372,12 @@ def _resolve_data(table: dict, base_dir: Path) -> tuple[dict, torch.Tensor]:
     return {"kind": "cosine", **spec}, x
 
 
-def spec_hash(value) -> str:
+def spec_hash(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def chunk_group(spec: dict) -> str:
+def chunk_group(spec: dict[str, Any]) -> str:
     """What one fit_batched call shares; the kernel flag keeps runs the C kernel covers away from the
     others, so that a run takes the same path (and gives the same bits) whatever its batch-mates."""
     training = {k: v for k, v in spec["training"].items() if k != "seed"}
@@ -400,7 +400,7 @@ def draws_noise(model: torch.nn.Module) -> bool:
 _BUILD_LOCK = threading.Lock()
 
 
-def build_run(spec: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
+def build_run(spec: dict[str, Any]) -> tuple[torch.nn.Module, Objective]:
     """The untrained model and its objective. The weights are those that ``torch.manual_seed(seed)``
     (or ``vaelib.seed_everything(seed)``) then building the model give; the caller's global generator
     state is left as it was."""

@@ -7,6 +7,7 @@ for, each from generators seeded by the run's seed, so that a run scores the sam
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -19,13 +20,13 @@ from vaelib.objectives import kl_term, reconstruction_term
 from vaelib.sweep.spec import DATA_METRICS, SAMPLE_METRICS, SURFACE_METRICS, build_run, draws_noise, training_settings
 
 
-def train_chunk(x: np.ndarray | torch.Tensor, runs: Sequence[dict]) -> list[dict]:
+def train_chunk(x: np.ndarray | torch.Tensor, runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Train and score one chunk: ``runs`` are ``{"key": ..., "spec": Run.spec}``, trained together as
     one ``fit_batched`` call on ``x``. Returns one result per run, in order: ``key``, ``status``
     (``"ok"`` or ``"diverged"``, then ``error`` says where), ``final`` (the last epoch's terms) and
     ``eval`` (the metrics). What a Dask worker runs; callable in any process."""
     x = torch.as_tensor(x)
-    results: dict[str, dict] = {}
+    results: dict[str, dict[str, Any]] = {}
     pending = list(runs)
     while pending:
         built = [build_run(run["spec"]) for run in pending]
@@ -47,7 +48,7 @@ def train_chunk(x: np.ndarray | torch.Tensor, runs: Sequence[dict]) -> list[dict
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, spec: dict) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, x: torch.Tensor, spec: dict[str, Any]) -> dict[str, float]:
     """A trained run's metrics (the sweep file's ``[evaluation]``), each from generators seeded by the run's
     seed or the reference seed, so that a run scores the same in any process."""
     model = model.cpu().eval()
@@ -56,7 +57,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, spec: dict) -> dict[str, f
     values: dict[str, float] = {}
     if set(wanted) & set(DATA_METRICS):
         if draws_noise(model):
-            noise = torch.randn(len(x), model.latent_dim, generator=torch.Generator().manual_seed(seed),
+            noise = torch.randn(len(x), cast(int, model.latent_dim), generator=torch.Generator().manual_seed(seed),
                                 dtype=x.dtype)
             out = model(x, noise=noise)
         else:
@@ -66,12 +67,12 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, spec: dict) -> dict[str, f
             kl_term(out)  # a clear error for a model without a Gaussian encoder
             values["kl"] = gaussian_kl(out.mu.double(), out.logvar.double()).mean().item()  # float64 from the start
     if set(wanted) & set(SAMPLE_METRICS + SURFACE_METRICS):
-        samples = model.sample(evaluation["samples"], generator=torch.Generator().manual_seed(seed))
+        samples = model.sample(evaluation["samples"], generator=torch.Generator().manual_seed(seed))  # type: ignore[operator]
         values.update(_sample_metrics(samples, x, spec))
     return {name: values[name] for name in wanted}
 
 
-def _sample_metrics(samples: torch.Tensor, x: torch.Tensor, spec: dict) -> dict[str, float]:
+def _sample_metrics(samples: torch.Tensor, x: torch.Tensor, spec: dict[str, Any]) -> dict[str, float]:
     data, evaluation = spec["data"], spec["evaluation"]
     n, reference_seed = evaluation["samples"], evaluation["reference_seed"]
     if data["kind"] == "cosine":
