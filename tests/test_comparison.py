@@ -2,8 +2,10 @@
 import math
 
 import pytest
+import torch
 
 from vaelib.experiments import comparison as cmp
+from vaelib.metrics import cosine_sample_quality, median_bandwidth
 
 TINY = cmp.ComparisonConfig(seeds=(0, 1), selection_seeds=(2,), epochs=2, n_points=400, n_quality=300,
                             methods=("ELBO", "GECO", "σ-VAE"))
@@ -23,6 +25,13 @@ def test_every_setting_trains_with_every_seed(trained):
     expected = [(label, seed) for label in labels for seed in ((0, 1, 2) if label.startswith("GECO") else (0, 1))]
     assert [(r.setting.label, r.seed) for r in runs] == expected
     assert [(r.seed, row["selection"]) for r, row in zip(runs, rows) if r.selection] == [(2, True)] * 3
+    # a selection run is scored on the energy distance alone, as cosine_sample_quality scores it
+    run, row = next((r, row) for r, row in zip(runs, rows) if r.selection)
+    samples = run.model.sample(TINY.n_quality, generator=torch.Generator().manual_seed(run.seed))
+    fresh = cmp.fresh_data(TINY)
+    quality = cosine_sample_quality(samples, fresh, seed=run.seed, bandwidth=median_bandwidth(fresh))
+    assert row["energy"] == pytest.approx(quality["energy"], rel=1e-12)
+    assert math.isnan(row["recon"]) and math.isnan(row["mmd2"])
     assert all(len(r.history) == TINY.epochs for r in runs)
     assert len(rows) == len(runs)
     assert all(set(row) >= {"recon", "recon_at_mean", "kl", "alpha", *cmp.QUALITY} for row in rows)

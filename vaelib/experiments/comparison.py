@@ -45,7 +45,7 @@ from vaelib.claims import separation
 from vaelib.data import cosine_surface
 from vaelib.engine import fit_batched
 from vaelib.evaluation import reconstruction_and_kl
-from vaelib.metrics import NoiseLevel, cosine_sample_quality, median_bandwidth
+from vaelib.metrics import NoiseLevel, cosine_sample_quality, energy_distance, median_bandwidth
 from vaelib.models import VAE
 from vaelib.objectives import ELBO, GECO, ConstrainedObjective, KLConstrained, KoLagrangian, Objective, SigmaVAE
 from vaelib.seeding import seed_everything
@@ -199,20 +199,28 @@ def evaluate(config: ComparisonConfig, runs: Sequence[Run]) -> list[dict]:
     """One row per run: its setting and seed; R at a sampled code and at the mean, the KL per
     point and the multiplier (``vaelib.evaluation.reconstruction_and_kl`` on the training data); and
     the sample-quality metrics of ``n_quality`` decoded N(0, I) samples against as many fresh
-    points (``vaelib.metrics.cosine_sample_quality``, one kernel bandwidth for all). The runs are
-    scored on two threads: the metrics are large tensor operations that release the GIL."""
+    points (``vaelib.metrics.cosine_sample_quality``, one kernel bandwidth for all). A selection run
+    only chooses a knob, by the energy distance (``best_settings(table, "energy", chosen_on=...)``):
+    it is scored on that alone (``vaelib.metrics.energy_distance``, the same estimate), its other
+    numbers NaN. The runs are scored on two threads: the metrics are large tensor operations that
+    release the GIL."""
     x, fresh = training_data(config), fresh_data(config)
     bandwidth = median_bandwidth(fresh)
 
     def score(run: Run) -> dict:
         with threads.limited(1):
-            fit = reconstruction_and_kl(run.model, x, seed=run.seed)
             samples = run.model.sample(config.n_quality, generator=torch.Generator().manual_seed(run.seed))
-            quality = cosine_sample_quality(samples, fresh, seed=run.seed, bandwidth=bandwidth)
+            if run.selection:
+                fit = dict.fromkeys(("recon_sampled", "recon_mean", "kl"), math.nan)
+                quality = {**dict.fromkeys(QUALITY, math.nan), "energy": energy_distance(samples, fresh)}
+            else:
+                fit = reconstruction_and_kl(run.model, x, seed=run.seed)
+                quality = cosine_sample_quality(samples, fresh, seed=run.seed, bandwidth=bandwidth)
         alpha = run.objective.alpha.item() if isinstance(run.objective, ConstrainedObjective) else math.nan
         return {"method": run.setting.method, "value": run.setting.value, "label": run.setting.label,
-                "seed": run.seed, "selection": run.selection, "recon": fit["recon_sampled"], "recon_at_mean": fit["recon_mean"],
-                "kl": fit["kl"], "alpha": alpha, **{key: quality[key] for key in QUALITY}}
+                "seed": run.seed, "selection": run.selection, "recon": fit["recon_sampled"],
+                "recon_at_mean": fit["recon_mean"], "kl": fit["kl"], "alpha": alpha,
+                **{key: quality[key] for key in QUALITY}}
 
     with ThreadPoolExecutor(max_workers=min(2, threads.cores())) as pool:
         return list(pool.map(score, runs))
