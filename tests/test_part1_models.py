@@ -307,8 +307,28 @@ def test_sparse_objectives_train_in_fit_batched_as_in_fit(images):
         torch.testing.assert_close(model.decoder.weight, alone.decoder.weight, rtol=1e-4, atol=1e-5)
 
 
-def test_denoising_autoencoder_refuses_fit_batched_with_a_clear_error(images):
-    models = [vaelib.DenoisingAutoencoder(64, latent_dim=4, noise_std=0.3) for _ in range(2)]
-    with pytest.raises(ValueError, match="draws its corruption inside forward.*train each seed with vaelib.fit"):
-        vaelib.fit_batched(models, [vaelib.Reconstruction(), vaelib.Reconstruction()], images, seeds=[0, 1],
-                           epochs=1, progress=False)
+def test_denoising_autoencoder_trains_in_fit_batched_with_each_runs_own_corruption(images):
+    """fit_batched hands each run the corruption its seed draws in fit (random_draws), so the
+    denoising model batches too (tests/test_engine_models.py compares every step with fit)."""
+    settings = dict(epochs=1, batch_size=32, lr=1e-2, progress=False)
+    models = []
+    for s in (0, 1):
+        vaelib.seed_everything(s)
+        models.append(vaelib.DenoisingAutoencoder(64, latent_dim=4, noise_std=0.3, mask_prob=0.2))
+    assert models[0].random_draws() == (("mask_uniform", "uniform", 64), ("gaussian", "normal", 64))
+    histories = vaelib.fit_batched(models, [vaelib.Reconstruction(), vaelib.Reconstruction()], images, seeds=[0, 1],
+                                   **settings)
+    vaelib.seed_everything(1)
+    alone = vaelib.DenoisingAutoencoder(64, latent_dim=4, noise_std=0.3, mask_prob=0.2)
+    reference = vaelib.fit(alone, vaelib.Reconstruction(), images, seed=1, **settings)
+    assert histories[1]["loss"] == pytest.approx(reference["loss"], rel=1e-5)
+
+
+def test_denoising_autoencoder_inside_a_transform_needs_its_draws_passed_in(images):
+    model = vaelib.DenoisingAutoencoder(64, latent_dim=4, noise_std=0.3)
+    with pytest.raises(ValueError, match="needs its corruption's random numbers passed in \\(gaussian\\)"):
+        torch.func.vmap(lambda x: model(x).recon, randomness="different")(images.reshape(4, 16, 64))
+    given = torch.func.vmap(lambda x, g: model(x, gaussian=g).recon)(images.reshape(4, 16, 64),
+                                                                      torch.zeros(4, 16, 64))
+    model.eval()
+    assert torch.allclose(given.reshape(64, 64), model(images).recon, atol=1e-6)

@@ -95,8 +95,16 @@ def sigmoid_jacobian_penalty(z: torch.Tensor, weight: torch.Tensor) -> torch.Ten
     dz_j/dx = z_j (1 - z_j) W_j (W_j the j-th row of W, shape (k, d)), so
     ||J(x)||_F^2 = sum_j (z_j (1 - z_j))^2 ||W_j||^2: one matrix product instead of k backward
     passes (Rifai et al., 2011).
+
+    A weight with a leading run axis, (R, k, d), is R layers: z's rows are then R blocks, block r
+    from layer r (how ``vaelib.fit_batched`` computes many runs' layers at once).
     """
     if z.shape[-1] != weight.shape[-2]:
         raise ValueError(f"z has {z.shape[-1]} units but weight has {weight.shape[-2]} rows; pass the "
                          "encoder layer's weight W of shape (code units, inputs)")
-    return (z * (1 - z)).pow(2) @ weight.pow(2).sum(dim=-1)
+    squared_norms = weight.pow(2).sum(dim=-1)
+    if weight.dim() == 3:
+        runs = weight.shape[0]
+        blocks = (z * (1 - z)).pow(2).reshape(runs, -1, z.shape[-1])
+        return torch.bmm(blocks, squared_norms.unsqueeze(-1)).reshape(z.shape[:-1])
+    return (z * (1 - z)).pow(2) @ squared_norms

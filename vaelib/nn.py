@@ -104,12 +104,18 @@ def parameter_count(module: nn.Module) -> int:
 
 
 def corrupt(x: torch.Tensor, noise_std: float = 0.0, mask_prob: float = 0.0,
-            generator: torch.Generator | None = None) -> torch.Tensor:
+            generator: torch.Generator | None = None, *, uniform: torch.Tensor | None = None,
+            normal: torch.Tensor | None = None) -> torch.Tensor:
     """A corrupted copy of x: additive Gaussian noise, masking noise, or both (masking first).
 
     Masking noise sets each entry to 0 with probability ``mask_prob`` (Vincent et al., 2008);
     Gaussian noise adds N(0, noise_std²) to every entry. A denoising autoencoder sees this copy and
     is trained to reconstruct the clean x. ``generator`` makes the corruption reproducible.
+
+    The random numbers are drawn in this order: ``rand(x.shape)`` for the mask (entry kept where it
+    is >= mask_prob), then ``randn(x.shape)`` for the Gaussian noise, each only when its kind is on.
+    A caller that has drawn them already (from generators of its own) passes them as ``uniform`` and
+    ``normal`` (shape of x); nothing is drawn then.
     """
     _checks.non_negative_float("noise_std", noise_std)
     _checks.non_negative_float("mask_prob", mask_prob)
@@ -117,10 +123,16 @@ def corrupt(x: torch.Tensor, noise_std: float = 0.0, mask_prob: float = 0.0,
         raise ValueError(f"mask_prob must be < 1 (1 would erase every input), got {mask_prob}")
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point torch.Tensor, got {type(x).__name__}")
+    for name, given in (("uniform", uniform), ("normal", normal)):
+        if given is not None and given.shape != x.shape:
+            raise ValueError(f"{name} must have the shape of x, {tuple(x.shape)}, got {tuple(given.shape)}")
     out = x
     if mask_prob > 0:
-        keep = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device) >= mask_prob
-        out = out * keep
+        if uniform is None:
+            uniform = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        out = out * (uniform >= mask_prob)
     if noise_std > 0:
-        out = out + noise_std * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        if normal is None:
+            normal = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        out = out + noise_std * normal
     return out

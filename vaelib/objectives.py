@@ -480,7 +480,7 @@ class SparseReconstruction(Objective):
         else:
             penalty = l1_activity(h)
         return {"loss": recon + self.weight * penalty, "recon": recon, "penalty": penalty,
-                "mean_activation": h.detach().mean()}
+                "mean_activation": h.detach().mean(dim=(-2, -1))}
 
 
 class ContractiveReconstruction(Objective):

@@ -8,9 +8,12 @@ one architecture together, each with its own objective and seed.
 Two paths compute the epochs, and both consume the objectives' one definition
 (``vaelib.objectives``):
 
-* the **generic path** (``_generic.py``): the runs' own model and objective modules, stacked along a
-  run axis and vectorised with ``torch.func`` (``vmap`` of ``functional_call`` and autograd); any
-  model whose ``forward`` returns a ``ModelOutput``, any batchable objective, any device;
+* the **generic path** (``_generic.py``): the runs' own model and objective modules with every
+  tensor stacked along a run axis; any model whose ``forward`` returns a ``ModelOutput``, any
+  batchable objective, any device. A model built from vaelib's blocks runs its own ``forward``
+  once for all runs over stacked layers (``_stacked.py``) with ordinary autograd, and one flat
+  optimiser updates every run (``_optimizer.py``); any other model is vectorised with
+  ``torch.func`` (``vmap`` of ``functional_call`` and autograd);
 * the **C kernel** (``kernel.c``, built once per machine): an accelerator for the common case, a
   ``vaelib.VAE`` MLP on the CPU in float32 trained on objectives of the VAE family, which it reads
   as their ``Form`` (the family's formula with each objective's numbers). tests/test_engine.py
@@ -25,11 +28,14 @@ The files, one concern each:
 * ``_fit.py``: ``fit_batched`` itself, the epoch loop that drives a trainer;
 * ``_trainer.py``: ``Trainer``, the protocol both trainers satisfy;
 * ``_generic.py``: ``GenericTrainer``, the generic path;
+* ``_stacked.py``: the stacked form of vaelib's layers, for the generic path;
+* ``_optimizer.py``: Adam's and SGD's update over one flat buffer, for the generic path;
 * ``_kernel.py``: ``KernelTrainer`` beside the kernel's loader and the call of one epoch;
 * ``_layout.py``: how the kernel sees the runs (the flat buffer, the per-run settings) and the
   contract with ``kernel.c`` (settings, activations, limits), from which the C side is generated;
 * ``_build.py``: compiling ``kernel.c`` once and caching it safely;
-* ``_inputs.py``: each epoch's data order and noise, drawn as ``vaelib.fit`` draws them;
+* ``_inputs.py``: each epoch's data order and random draws (a VAE's noise, a denoising model's
+  corruption), drawn as ``vaelib.fit`` draws them;
 * ``_state.py``: the training-state files (checks on reading, restoring a trainer).
 
 The rules every run obeys, the engine's and ``vaelib.fit``'s alike (``History``, divergence, the
@@ -39,7 +45,7 @@ The runs stay independent: each run's gradient comes from its own loss, the opti
 elementwise, and every run draws its data order and noise from generators of its own. They are
 also ``vaelib.fit``'s numbers: run r starts from its model's weights and draws what
 ``fit(..., seed=seeds[r])`` draws (each epoch's order from ``torch.Generator().manual_seed(seed)``,
-the reparameterisation noise from a generator seeded with ``seed``), in minibatches of the same
+what the model draws in its forward pass from a generator seeded with ``seed``), in minibatches of the same
 sizes, in the same order. Results agree with ``fit`` up to floating-point rounding (sums in matrix
 products are added in another order; the kernel has its own exp and tanh, within 1 and 3 units in
 the last place).

@@ -23,13 +23,13 @@ from vaelib import _checks, threads
 from vaelib.checkpoint import save_state
 from vaelib.engine import _kernel
 from vaelib.engine._generic import GenericTrainer
-from vaelib.engine._inputs import EpochInputs, batch_sizes, noise_width
+from vaelib.engine._inputs import EpochInputs, batch_sizes, random_draws
 from vaelib.engine._kernel import KernelTrainer
 from vaelib.engine._layout import Unsupported
 from vaelib.engine._state import STATE_CONTENT, read_saved_state, restore_trainer
 from vaelib.engine._trainer import EpochTerms, Trainer
 from vaelib.objectives import Objective
-from vaelib.runs import (OPTIMIZERS, History, TrainingDiverged, TrainingSettings, check_checkpoint_paths,
+from vaelib.runs import (History, TrainingDiverged, TrainingSettings, check_checkpoint_paths,
                          check_data_dtype, check_decoder_range, check_file_arguments, check_lr, data_sha256,
                          resolve_device, settings_fingerprint, training_settings)
 
@@ -111,7 +111,7 @@ def fit_batched(models: Sequence[nn.Module], objectives: Sequence[Objective], x:
         model.to(where)
     check_decoder_range(models[0], x)
     sizes = batch_sizes(x.shape[0], shared.batch_size)
-    noise_dim = noise_width(models[0])
+    draws = random_draws(models[0])
     fingerprint: dict[str, Any] | None = None
     saved: dict[str, Any] | None = None
     if checkpoint is not None or resume_from is not None:
@@ -146,15 +146,15 @@ def fit_batched(models: Sequence[nn.Module], objectives: Sequence[Objective], x:
                                     "generators": generators, "histories": [h.terms for h in histories]},
                        content=STATE_CONTENT)
 
-        with EpochInputs(seeds, x.shape[0], sizes, noise_dim, x.dtype, where, epochs, done,
+        with EpochInputs(seeds, x.shape[0], sizes, draws, x.dtype, where, epochs, done,
                           None if saved is None else saved["generators"]) as inputs:
             boundary = inputs.start  # the generators at the end of the last completed epoch
             bar = tqdm(range(done, epochs), initial=done, total=epochs, desc=f"training {len(models)} runs",
                        disable=not progress, leave=False)
             for epoch in bar:
-                order, noise, after = inputs.next()
+                order, drawn, after = inputs.next()
                 trainer.mark()  # the last good state, to go back to if a run diverges
-                terms = trainer.epoch(x, order, noise, sizes)
+                terms = trainer.epoch(x, order, drawn, sizes)
                 means = _epoch_means(terms, sizes)
                 bad = None if trainer.all_finite() and _all_finite(means) else _first_non_finite(terms, trainer)
                 if bad is not None:
@@ -191,13 +191,14 @@ def kernel_available() -> bool:
 def _choose_trainer(backend: str, models: list[nn.Module], objectives: list[Objective], x: torch.Tensor,
                     sizes: list[int], optimizer: str, lr: float, device: torch.device) -> tuple[Trainer, str | None]:
     """The kernel's trainer where it applies (and was not declined), else the generic path's; and,
-    when ``backend="auto"`` falls back, the reason why the kernel does not train these runs."""
+    when ``backend="auto"`` falls back, the reason why the kernel does not train these runs. The
+    generic path probes its stacked form on the data (``_generic.probe``)."""
     net = _kernel.kernel_net(models, objectives, optimizer, device) if backend != "torch" else None
     if isinstance(net, Unsupported) and backend == "kernel":
         raise ValueError(f"backend='kernel' cannot train these runs: {net.reason}; use backend='torch' or 'auto'")
     if net is None or isinstance(net, Unsupported):
         reason = net.reason if isinstance(net, Unsupported) else None
-        return GenericTrainer(models, objectives, OPTIMIZERS[optimizer], lr, device), reason
+        return GenericTrainer(models, objectives, optimizer, lr, device, probe_data=x, batch_size=sizes[0]), reason
     return KernelTrainer(net, models, objectives, x, sizes, optimizer, lr), None
 
 

@@ -1,5 +1,5 @@
-"""Each epoch's inputs for ``fit_batched``: the minibatch sizes, every run's data order and noise,
-drawn as ``vaelib.fit`` draws them, one epoch ahead in a background thread."""
+"""Each epoch's inputs for ``fit_batched``: the minibatch sizes, every run's data order and random
+draws, drawn as ``vaelib.fit`` draws them, one epoch ahead in a background thread."""
 from __future__ import annotations
 
 import inspect
@@ -8,33 +8,52 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import nn
 
+# One random draw a model makes in its forward pass: the keyword of ``forward`` that takes it, its
+# distribution ("normal": standard normal; "uniform": on [0, 1)) and its width per point.
+Draw = tuple[str, str, int]
+DISTRIBUTIONS = ("normal", "uniform")
+
 
 def batch_sizes(n: int, batch_size: int) -> list[int]:
     """The minibatch sizes of one epoch, as ``randperm(n).split(batch_size)`` makes them."""
     return [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
 
 
-def noise_width(model: nn.Module) -> int:
-    """The width of the standard normal noise a model's forward takes (0: it takes none)."""
-    return int(getattr(model, "latent_dim", 0)) if "noise" in inspect.signature(model.forward).parameters else 0
+def random_draws(model: nn.Module) -> tuple[Draw, ...]:
+    """What ``model``'s forward pass draws in training mode, in the order it draws them (see
+    ``vaelib.models.base``): its ``random_draws()`` if it declares them, else the standard normal
+    ``noise`` of width ``latent_dim`` of a forward that takes ``noise`` (a VAE's), else nothing."""
+    declared = getattr(model, "random_draws", None)
+    if callable(declared):
+        draws = tuple(tuple(draw) for draw in declared())
+        for keyword, distribution, width in draws:
+            if distribution not in DISTRIBUTIONS or not isinstance(width, int) or width < 1:
+                raise ValueError(f"{type(model).__name__}.random_draws() gave ({keyword!r}, {distribution!r}, "
+                                 f"{width!r}); each draw is (keyword, one of {list(DISTRIBUTIONS)}, width >= 1)")
+        return draws  # type: ignore[return-value]
+    if "noise" in inspect.signature(model.forward).parameters:
+        return (("noise", "normal", int(getattr(model, "latent_dim", 0))),)
+    return ()
 
 
 class EpochInputs:
-    """Each epoch's data order (runs, n) and noise (runs, n, noise_dim), drawn as ``vaelib.fit``
-    draws them: ``randperm(n)`` from ``Generator().manual_seed(seed)``, then one
-    ``randn(b, noise_dim)`` per minibatch of b points from a generator seeded with ``seed``.
+    """Each epoch's data order (runs, n) and random draws (per ``Draw``, (runs, n, width)), drawn as
+    ``vaelib.fit`` draws them: ``randperm(n)`` from ``Generator().manual_seed(seed)``, then per
+    minibatch of b points the model's draws in their order (``randn(b, width)`` or
+    ``rand(b, width)``) from a generator seeded with ``seed``, which is what the model draws from
+    PyTorch's global generator when ``fit`` seeds it with ``seed``.
 
     The draws do not depend on the training, so the next epoch's are made in a background thread
     while the current one trains (PyTorch releases the GIL in both), into the other of two buffers.
-    The noise is drawn with ``normal_`` into views of a buffer, one per minibatch: the same numbers
-    as ``randn`` (which is ``normal_`` on a new tensor) at half the cost per call.
+    They are drawn with ``normal_`` and ``uniform_`` into views of a buffer, one per minibatch: the
+    same numbers as ``randn`` and ``rand`` (which are those on a new tensor) at half the cost per call.
 
     For checkpoints, each draw also returns the generators' states it leaves (those at the end of
     its epoch: what a resumed run starts from), and ``start`` holds them as given: seeded, or
     ``states`` after ``done`` epochs of a resumed run.
     """
 
-    def __init__(self, seeds: list[int], n: int, sizes: list[int], noise_dim: int, dtype: torch.dtype,
+    def __init__(self, seeds: list[int], n: int, sizes: list[int], draws: tuple[Draw, ...], dtype: torch.dtype,
                  device: torch.device, epochs: int, done: int = 0, states: dict | None = None):
         self.order_rngs = [torch.Generator().manual_seed(seed) for seed in seeds]
         self.noise_rngs = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
@@ -42,9 +61,13 @@ class EpochInputs:
             for rng, state in zip(rngs, states[kind] if states is not None else ()):
                 rng.set_state(state)
         self.orders = [torch.empty(len(seeds), n, dtype=torch.int64) for _ in range(2)]
-        self.noises = [torch.empty(len(seeds), n, noise_dim, dtype=dtype, device=device) for _ in range(2)]
-        self.minibatches = [[list(run.split(sizes)) for run in noise] for noise in self.noises]
-        self.device, self.drawn, self.epochs, self.noise_dim = device, done, epochs, noise_dim
+        self.draws = draws
+        self.buffers = [{keyword: torch.empty(len(seeds), n, width, dtype=dtype, device=device)
+                         for keyword, _, width in draws} for _ in range(2)]
+        # per buffer and run, per minibatch: the views its draws go into, in the model's order
+        self.minibatches = [[list(zip(*(buffer[keyword][r].split(sizes) for keyword, _, _ in draws)))
+                             for r in range(len(seeds))] for buffer in self.buffers]
+        self.device, self.drawn, self.epochs = device, done, epochs
         self.start = self._states()
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaelib-engine-draws")
         self.pending = self.pool.submit(self._draw, done % 2) if done < epochs else None
@@ -53,17 +76,21 @@ class EpochInputs:
         return {"order": [rng.get_state() for rng in self.order_rngs],
                 "noise": [rng.get_state() for rng in self.noise_rngs]}
 
-    def _draw(self, buffer: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        order, noise = self.orders[buffer], self.noises[buffer]
+    def _draw(self, buffer: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+        order = self.orders[buffer]
+        distributions = [distribution for _, distribution, _ in self.draws]
         for r, (order_rng, noise_rng) in enumerate(zip(self.order_rngs, self.noise_rngs)):
             torch.randperm(order.shape[1], generator=order_rng, out=order[r])
-            if self.noise_dim:
-                for minibatch in self.minibatches[buffer][r]:
-                    minibatch.normal_(generator=noise_rng)
-        return order.to(self.device), noise, self._states()
+            for minibatch in self.minibatches[buffer][r]:
+                for view, distribution in zip(minibatch, distributions):
+                    if distribution == "normal":
+                        view.normal_(generator=noise_rng)
+                    else:
+                        view.uniform_(generator=noise_rng)
+        return order.to(self.device), self.buffers[buffer], self._states()
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """The next epoch's order and noise, and the generators' states after drawing them."""
+    def next(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+        """The next epoch's order and draws (by keyword), and the generators' states after drawing them."""
         assert self.pending is not None, "next() after the last epoch"
         ready = self.pending.result()
         self.drawn += 1

@@ -202,10 +202,11 @@ class KernelTrainer:
         for name, tensor in self.tensors.items():
             tensor.copy_(state[name])
 
-    def epoch(self, x: torch.Tensor, order: torch.Tensor, noise: torch.Tensor, sizes: list[int]) -> EpochTerms:
+    def epoch(self, x: torch.Tensor, order: torch.Tensor, draws: dict[str, torch.Tensor],
+              sizes: list[int]) -> EpochTerms:
         """One epoch; per group of runs, each term at every step of every run, (steps, runs)."""
         t = self.tensors
-        columns = self.call([t["theta"], t["adam_m"], t["adam_v"]], t["multiplier"], x, order, noise,
+        columns = self.call([t["theta"], t["adam_m"], t["adam_v"]], t["multiplier"], x, order, draws["noise"],
                             *adam_schedule(self.lr, self.steps_done, len(sizes)))
         self.steps_done += len(sizes)
         recon, kl, alpha = columns.unbind(-1)  # _layout.STEP_COLUMNS

@@ -23,10 +23,11 @@ class Trainer(Protocol):
 
     backend: str  # which computes, "kernel" or "torch": recorded in the training state
 
-    def epoch(self, x: torch.Tensor, order: torch.Tensor, noise: torch.Tensor,
+    def epoch(self, x: torch.Tensor, order: torch.Tensor, draws: dict[str, torch.Tensor],
               sizes: list[int]) -> EpochTerms:
         """One epoch of every run: minibatches of ``sizes`` points taken in each run's ``order``
-        (runs, n), with the reparameterisation ``noise`` (runs, n, noise_dim)."""
+        (runs, n), with the random ``draws`` its model's forward pass takes, by keyword (runs, n,
+        width): a VAE's reparameterisation ``noise``, a denoising model's corruption."""
         ...
 
     def mark(self) -> None:

@@ -9,7 +9,11 @@ What an objective may rely on (and all it may rely on) is a model's ``forward(x)
 * ``latent_dim`` and ``forward(x, noise=None)``: a model that draws standard normal noise of shape
   ``(len(x), latent_dim)`` in its forward pass (the VAE's reparameterisation) takes it as an
   argument too, so that a trainer can hand it noise from a generator of its own
-  (``vaelib.engine.fit_batched`` does: every run draws from its own generator).
+  (``vaelib.engine.fit_batched`` does: every run draws from its own generator);
+* ``random_draws()``: a model that draws other random numbers in its forward pass declares them, a
+  tuple of ``(keyword, distribution, width)`` in the order it draws them (``"normal"`` or
+  ``"uniform"``, ``width`` numbers per point), and takes each as that keyword argument of
+  ``forward``, drawing it itself when not given (``vaelib.DenoisingAutoencoder``'s corruption).
 
 A model is *checkpointable* when its class is registered with :func:`register_model`: the
 constructor's arguments are then recorded on every instance (``model.init_args``) and stored in

@@ -34,13 +34,33 @@ class DenoisingAutoencoder(Autoencoder):
             raise ValueError("a denoising autoencoder needs some corruption: set noise_std > 0 or "
                              "mask_prob > 0 (with neither it is a plain vaelib.Autoencoder)")
 
-    def forward(self, x: torch.Tensor) -> ModelOutput:
+    def random_draws(self) -> tuple[tuple[str, str, int], ...]:
+        """What ``forward`` draws in training mode, in the order ``vaelib.nn.corrupt`` draws it, as
+        (keyword of forward, distribution, width per point): the mask's uniform numbers, then the
+        Gaussian noise, each when its kind of corruption is on. A trainer that draws them itself, from
+        a generator per run, hands them to ``forward`` (``vaelib.fit_batched`` does; see
+        ``vaelib.models.base``)."""
+        draws = []
+        if self.mask_prob > 0:
+            draws.append(("mask_uniform", "uniform", self.in_dim))
+        if self.noise_std > 0:
+            draws.append(("gaussian", "normal", self.in_dim))
+        return tuple(draws)
+
+    def forward(self, x: torch.Tensor, mask_uniform: torch.Tensor | None = None,
+                gaussian: torch.Tensor | None = None) -> ModelOutput:
+        """In training mode, encode ``corrupt(x)``: with the numbers ``mask_uniform`` and ``gaussian``
+        (shape of x) when given, else drawn here from PyTorch's global generator."""
         _checks.model_input("x", x, self.in_dim)
-        if self.training and _checks.inside_transform(x):
-            raise ValueError("a DenoisingAutoencoder draws its corruption inside forward, which "
-                             "vaelib.fit_batched cannot vectorise (its runs draw no random numbers "
-                             "there): train each seed with vaelib.fit")
-        seen = corrupt(x, self.noise_std, self.mask_prob) if self.training else x
+        if self.training:
+            needed = [keyword for keyword, _, _ in self.random_draws()]
+            given = {"mask_uniform": mask_uniform, "gaussian": gaussian}
+            if _checks.inside_transform(x) and any(given[keyword] is None for keyword in needed):
+                raise ValueError("a DenoisingAutoencoder inside a torch.func transform needs its corruption's "
+                                 f"random numbers passed in ({', '.join(needed)}); vaelib.fit_batched passes them")
+            seen = corrupt(x, self.noise_std, self.mask_prob, uniform=mask_uniform, normal=gaussian)
+        else:
+            seen = x
         z = self.encode(seen)
         return ModelOutput(recon=self.decoder(z), z=z)
 
