@@ -32,6 +32,7 @@ import copy
 import dataclasses
 import logging
 from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -117,24 +118,24 @@ class _Group:
         self.leaves = dict(zip(self.trained_names, leaves[:count]))
         self.trained = dict(zip(self.trained_names, canonical[:count]))
         self.grads = dict(zip(self.trained_names, grads[:count]))
-        self.objective_trained = {}
+        self.objective_trained: dict[str, nn.Parameter] = {}
         for name, leaf in zip(self.objective_trained_names, leaves[count:]):
+            gradient = cast(torch.Tensor, leaf.grad)  # set by the trainer before binding
             parameter = nn.Parameter(leaf.detach(), requires_grad=True)  # an alias of the leaf's memory
-            parameter.grad = leaf.grad
+            parameter.grad = gradient
             _install(self.objective, name, parameter, parameter=True)
             self.objective_trained[name] = parameter
-            self.grads[f"objective {name}"] = leaf.grad
+            self.grads[f"objective {name}"] = gradient
         self._build()
 
     def _build(self) -> None:
+        self.twin: nn.Module | None = None
+        self.vmapped: Callable[..., Any] | None = None
         if self.stacked:
             held = dict(zip(self.trained_names, self.layouts))
-            frozen = {name: value for name, value in self.model_frozen.items()}
-            held.update({name: Layout.plain(tuple(value.shape)) for name, value in frozen.items()})
-            self.twin = stacked_twin(self.template, {**self.leaves, **frozen}, held, len(self.runs))
-            self.vmapped = None
+            held.update({name: Layout.plain(tuple(value.shape)) for name, value in self.model_frozen.items()})
+            self.twin = stacked_twin(self.template, {**self.leaves, **self.model_frozen}, held, len(self.runs))
         else:
-            self.twin = None
             self.vmapped = self._vmapped_step()
 
     def use_vmap(self, reason: str) -> None:
@@ -142,14 +143,17 @@ class _Group:
         self.stacked, self.stacked_reason = False, reason
         self._build()
 
-    def _vmapped_step(self) -> Callable:
+    def _vmapped_step(self) -> Callable[..., Any]:
         template = copy.deepcopy(self.template)  # a real copy: tied parameters stay tied (functional_call ties them)
         template.train()  # as vaelib.fit trains: a denoising model corrupts its input only in training mode
         objective = self.objective
 
-        def run_loss(model_trained, objective_trained, model_frozen, objective_state, x, draws):
+        def run_loss(model_trained: dict[str, torch.Tensor], objective_trained: dict[str, torch.Tensor],
+                     model_frozen: dict[str, torch.Tensor], objective_state: dict[str, torch.Tensor], x: torch.Tensor,
+                     draws: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             out = functional_call(template, {**model_trained, **model_frozen}, (x,), draws)
-            terms = functional_call(objective, {**objective_trained, **objective_state}, (x, out))
+            terms: dict[str, torch.Tensor] = functional_call(objective, {**objective_trained, **objective_state},
+                                                             (x, out))
             return terms["loss"], terms
 
         return vmap(grad_and_value(run_loss, argnums=(0, 1), has_aux=True), randomness="error")
@@ -162,19 +166,20 @@ class _Group:
     def terms(self, xb: torch.Tensor, draws: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every run's terms for its minibatch ``xb`` (runs, b, d) and draws (runs, b, width), with
         the gradients of the loss added to the trained tensors' gradients."""
-        if not self.stacked:
-            (model_grads, objective_grads), (_, terms) = self.vmapped(
+        if self.vmapped is not None:
+            (model_grads, objective_grads), (_, vmapped_terms) = self.vmapped(
                 self.trained, self.objective_trained, self.model_frozen, self.objective_state(), xb, draws)
             with torch.no_grad():
                 for name, gradient in model_grads.items():
                     self.grads[name].add_(gradient)
-                for name, leaf in self.objective_trained.items():
-                    leaf.grad.add_(objective_grads[name])
-            return terms
+                for name in self.objective_trained:
+                    self.grads[f"objective {name}"].add_(objective_grads[name])
+            return cast(dict[str, torch.Tensor], vmapped_terms)
+        assert self.twin is not None
         runs, b = xb.shape[0], xb.shape[1]
         rows = xb.reshape(runs * b, xb.shape[2])
         out = self.twin(rows, **{name: d.reshape(runs * b, d.shape[2]) for name, d in draws.items()})
-        terms = self.objective(xb, _by_run(out, runs))
+        terms: dict[str, torch.Tensor] = self.objective(xb, _by_run(out, runs))
         loss = terms["loss"]
         if loss.shape != (runs,):
             raise _Disagrees(f"the objective's loss has shape {tuple(loss.shape)} for {runs} runs, not one value per run")
@@ -289,15 +294,15 @@ class _TorchOptimizer:
     """A ``torch.optim`` optimiser over the leaves, for an optimiser ``FlatOptimizer`` does not implement."""
 
     def __init__(self, name: str, lr: float, leaves: list[torch.Tensor]):
-        self.optimizer = OPTIMIZERS[name](leaves, lr=lr, foreach=True)
+        self.optimizer = OPTIMIZERS[name](leaves, lr=lr, foreach=True)  # type: ignore[call-arg]
 
     def step(self) -> None:
         self.optimizer.step()
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return self.optimizer.state_dict()
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state)
 
 
@@ -309,7 +314,7 @@ class GenericTrainer:
 
     def __init__(self, models: list[nn.Module], objectives: list[Objective], optimizer: str, lr: float,
                  device: torch.device, probe_data: torch.Tensor | None = None, batch_size: int = 100):
-        kinds: dict[tuple, list[int]] = {}
+        kinds: dict[tuple[Any, ...], list[int]] = {}
         for r, objective in enumerate(objectives):
             kinds.setdefault(objective_kind(objective), []).append(r)
         self.groups = [_Group(runs, [models[r] for r in runs], [objectives[r] for r in runs], device)
@@ -318,6 +323,8 @@ class GenericTrainer:
         self.layouts = [layout for _, layout in held]
         numels = [value.numel() for value, _ in held]
         flat = len({value.dtype for value, _ in held}) == 1 and optimizer in _GROUP_SETTINGS
+        self.theta: torch.Tensor | None = None
+        self.grad: torch.Tensor | None = None
         if flat:  # every trained tensor a view into one buffer, its gradient into another
             self.theta = torch.empty(sum(numels), dtype=held[0][0].dtype, device=held[0][0].device)
             self.grad = torch.zeros_like(self.theta)
@@ -326,7 +333,6 @@ class GenericTrainer:
             pieces = [(torch.empty(n, dtype=value.dtype, device=value.device), torch.zeros(n, dtype=value.dtype,
                                                                                        device=value.device))
                       for n, (value, _) in zip(numels, held)]
-            self.theta = self.grad = None
         leaves, canonical, grads = [], [], []
         with torch.no_grad():
             for (piece, gradient), (value, layout) in zip(pieces, held):
@@ -350,8 +356,9 @@ class GenericTrainer:
                         LOG.debug("fit_batched's generic path trains runs %s by vmap, not stacked: %s",
                                   group.runs, reason)
                         group.use_vmap(reason)
-        self.optimizer = (FlatOptimizer(optimizer, lr, self.theta, self.grad, self.layouts) if flat
-                          else _TorchOptimizer(optimizer, lr, leaves))
+        self.optimizer: FlatOptimizer | _TorchOptimizer = (
+            FlatOptimizer(optimizer, lr, self.theta, self.grad, self.layouts)
+            if self.theta is not None and self.grad is not None else _TorchOptimizer(optimizer, lr, leaves))
         self.n_runs = len(models)
 
     @torch.no_grad()
@@ -360,9 +367,9 @@ class GenericTrainer:
             self.grad.zero_()
         else:
             for leaf in self.leaves:
-                leaf.grad.zero_()
+                cast(torch.Tensor, leaf.grad).zero_()
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         """Everything an epoch changes, copied: to go back to it when a run diverges."""
         return {"optimizer": self.optimizer.state_dict(),
                 "tensors": [{name: t.detach().clone() for name, t in self._tensors(g).items()} for g in self.groups]}
@@ -382,7 +389,7 @@ class GenericTrainer:
             bool(torch.isfinite(t).all()) for g in self.groups for t in g.model_buffers.values() if t.is_floating_point())
 
     @torch.no_grad()
-    def restore(self, state: dict) -> None:
+    def restore(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         for group, saved in zip(self.groups, state["tensors"]):
             for name, tensor in self._tensors(group).items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -25,12 +26,15 @@ def random_draws(model: nn.Module) -> tuple[Draw, ...]:
     ``noise`` of width ``latent_dim`` of a forward that takes ``noise`` (a VAE's), else nothing."""
     declared = getattr(model, "random_draws", None)
     if callable(declared):
-        draws = tuple(tuple(draw) for draw in declared())
-        for keyword, distribution, width in draws:
-            if distribution not in DISTRIBUTIONS or not isinstance(width, int) or width < 1:
-                raise ValueError(f"{type(model).__name__}.random_draws() gave ({keyword!r}, {distribution!r}, "
-                                 f"{width!r}); each draw is (keyword, one of {list(DISTRIBUTIONS)}, width >= 1)")
-        return draws  # type: ignore[return-value]
+        draws = []
+        for draw in declared():
+            keyword, distribution, width = draw
+            if not isinstance(keyword, str) or distribution not in DISTRIBUTIONS or not isinstance(width, int) \
+                    or width < 1:
+                raise ValueError(f"{type(model).__name__}.random_draws() gave {draw!r}; each draw is (keyword, one "
+                                 f"of {list(DISTRIBUTIONS)}, width >= 1)")
+            draws.append((keyword, cast(str, distribution), width))
+        return tuple(draws)
     if "noise" in inspect.signature(model.forward).parameters:
         return (("noise", "normal", int(getattr(model, "latent_dim", 0))),)
     return ()
@@ -54,7 +58,8 @@ class EpochInputs:
     """
 
     def __init__(self, seeds: list[int], n: int, sizes: list[int], draws: tuple[Draw, ...], dtype: torch.dtype,
-                 device: torch.device, epochs: int, done: int = 0, states: dict | None = None):
+                 device: torch.device, epochs: int, done: int = 0,
+                 states: dict[str, list[torch.Tensor]] | None = None):
         self.order_rngs = [torch.Generator().manual_seed(seed) for seed in seeds]
         self.noise_rngs = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
         for kind, rngs in (("order", self.order_rngs), ("noise", self.noise_rngs)):
@@ -76,7 +81,7 @@ class EpochInputs:
         return {"order": [rng.get_state() for rng in self.order_rngs],
                 "noise": [rng.get_state() for rng in self.noise_rngs]}
 
-    def _draw(self, buffer: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+    def _draw(self, buffer: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, list[torch.Tensor]]]:
         order = self.orders[buffer]
         distributions = [distribution for _, distribution, _ in self.draws]
         for r, (order_rng, noise_rng) in enumerate(zip(self.order_rngs, self.noise_rngs)):
@@ -89,7 +94,7 @@ class EpochInputs:
                         view.uniform_(generator=noise_rng)
         return order.to(self.device), self.buffers[buffer], self._states()
 
-    def next(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+    def next(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, list[torch.Tensor]]]:
         """The next epoch's order and draws (by keyword), and the generators' states after drawing them."""
         assert self.pending is not None, "next() after the last epoch"
         ready = self.pending.result()
@@ -100,5 +105,5 @@ class EpochInputs:
     def __enter__(self) -> EpochInputs:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -14,7 +14,7 @@ import ctypes
 import functools
 import math
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -70,7 +70,7 @@ def follows_the_family_formula(objective: Objective) -> bool:
 
 
 @functools.cache
-def load():
+def load() -> Any:
     """The kernel's entry point (a ctypes function), built on first use and cached by ``_build``;
     None if it cannot be built or loaded (``_build`` warns why, unless there is simply no compiler)."""
     library = _build.load_library(SOURCE, FLAGS, "vaelib_train_epoch")
@@ -78,8 +78,9 @@ def load():
         return None
     function = library.vaelib_train_epoch
     i64, pointer = ctypes.c_int64, ctypes.c_void_p
-    function.argtypes = ([i64] * 5 + [pointer, i64, i64, pointer, pointer, i64] + [pointer] * 9
-                         + [i64, pointer, i64, ctypes.c_float] + [pointer] * 3 + [i64])
+    argtypes: list[Any] = ([i64] * 5 + [pointer, i64, i64, pointer, pointer, i64] + [pointer] * 9
+                           + [i64, pointer, i64, ctypes.c_float] + [pointer] * 3 + [i64])
+    function.argtypes = argtypes
     function.restype = ctypes.c_int
     return function
 
@@ -165,7 +166,7 @@ class KernelTrainer:
         self.lr = lr
         self.batch_sizes = torch.tensor(sizes)[:, None]
         # Runs whose objectives share a kind share one combine() call per epoch, on (steps, runs) tensors.
-        kinds: dict[tuple, list[int]] = {}
+        kinds: dict[tuple[Any, ...], list[int]] = {}
         for r, objective in enumerate(objectives):
             kinds.setdefault(objective_kind(objective), []).append(r)
         self.groups = list(kinds.values())
@@ -173,9 +174,9 @@ class KernelTrainer:
         self.group_columns = [slice(None) if runs == list(range(len(objectives))) else torch.tensor(runs)
                               for runs in self.groups]
         self.steps_done = 0
-        self._mark: dict | None = None
+        self._mark: dict[str, Any] | None = None
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         return {"steps_done": self.steps_done, **{name: t.clone() for name, t in self.tensors.items()}}
 
     def mark(self) -> None:
@@ -197,7 +198,7 @@ class KernelTrainer:
     def all_finite(self) -> bool:
         return bool(torch.isfinite(self.tensors["theta"]).all())
 
-    def restore(self, state: dict) -> None:
+    def restore(self, state: dict[str, Any]) -> None:
         self.steps_done = state["steps_done"]
         for name, tensor in self.tensors.items():
             tensor.copy_(state[name])

@@ -14,13 +14,15 @@ training states written when the generic path used ``torch.optim.Adam`` still re
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from vaelib.engine._layout import ADAM_BETAS, ADAM_EPS
 from vaelib.engine._stacked import Layout
 
 # torch.optim's param_groups entry for these optimisers with vaelib's settings (torch 2.13).
-_GROUP_SETTINGS = {
+_GROUP_SETTINGS: dict[str, dict[str, Any]] = {
     "adam": {"betas": ADAM_BETAS, "eps": ADAM_EPS, "weight_decay": 0, "amsgrad": False, "maximize": False,
              "foreach": True, "capturable": False, "differentiable": False, "fused": None,
              "decoupled_weight_decay": False},
@@ -65,9 +67,9 @@ class FlatOptimizer:
         sizes = [torch.Size(layout.shape).numel() for layout in self.layouts]
         return [layout.canonical(piece) for piece, layout in zip(flat.split(sizes), self.layouts)]
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """The state in ``torch.optim``'s format (copies): per tensor its step and Adam's moments."""
-        state: dict[int, dict] = {}
+        state: dict[int, dict[str, torch.Tensor]] = {}
         if self.name == "adam" and self.steps:
             step = torch.tensor(float(self.steps))
             state = {i: {"step": step.clone(), "exp_avg": m.clone(), "exp_avg_sq": v.clone()}
@@ -75,7 +77,7 @@ class FlatOptimizer:
         group = {"lr": self.lr, **_GROUP_SETTINGS[self.name], "params": list(range(len(self.layouts)))}
         return {"state": state, "param_groups": [group]}
 
-    def load_state_dict(self, saved: dict) -> None:
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
         """Load a state in ``torch.optim``'s format; ValueError or KeyError when it does not fit."""
         groups = saved["param_groups"]
         if len(groups) != 1 or list(groups[0]["params"]) != list(range(len(self.layouts))):

@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -176,7 +177,8 @@ class StackedConvTranspose2d(nn.Module):
     def __init__(self, source: nn.ConvTranspose2d, weight: Tensor, bias: Tensor | None):
         super().__init__()
         self.weight, self.bias = weight, bias
-        self.stride, self.padding, self.dilation = source.stride, source.padding, source.dilation
+        self.stride, self.dilation = source.stride, source.dilation
+        self.padding = cast(tuple[int, ...], source.padding)  # a string padding is refused before (_unsupported_layer)
         self.output_padding = source.output_padding
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -284,20 +286,24 @@ def stacked_twin(model: nn.Module, tensors: dict[str, torch.Tensor], held: dict[
         return lambda: value.reshape(runs, 1, 1)
 
     def stacked(module_name: str, module: nn.Module) -> nn.Module:
-        def get(local: str, want: str) -> Tensor | None:
-            return tensor(module_name, local, want) if getattr(module, local, None) is not None else None
+        def get(local: str, want: str) -> Tensor:
+            return tensor(module_name, local, want)
 
-        if type(module) is nn.Linear:
-            return StackedLinear(get("weight", "weight_t"), get("bias", "row"))
-        if type(module) is TiedLinear:  # x W + b: its source's W, (R, out_source, in_source), is this layer's Wᵀ
-            return StackedLinear(get("weight", "own"), get("bias", "row"))
-        if type(module) is ParametricTanh:
+        def optional(local: str, want: str) -> Tensor | None:
+            return get(local, want) if getattr(module, local, None) is not None else None
+
+        if isinstance(module, TiedLinear):  # x W + b: its source's W, (R, out_source, in_source), is this Wᵀ
+            return StackedLinear(get("weight", "own"), optional("bias", "row"))
+        if isinstance(module, nn.Linear):
+            return StackedLinear(get("weight", "weight_t"), optional("bias", "row"))
+        if isinstance(module, ParametricTanh):
             return StackedParametricTanh(get("a", "scalar"), get("b", "scalar"))
-        if type(module) is nn.Conv2d:
-            return StackedConv2d(module, get("weight", "own"), get("bias", "own"))
-        return StackedConvTranspose2d(module, get("weight", "own"), get("bias", "own"))
+        if isinstance(module, nn.Conv2d):
+            return StackedConv2d(module, get("weight", "own"), optional("bias", "own"))
+        assert isinstance(module, nn.ConvTranspose2d)  # _unsupported_layer admits no other layer with parameters
+        return StackedConvTranspose2d(module, get("weight", "own"), optional("bias", "own"))
 
-    replaced = []
+    replaced: list[tuple[str, nn.Module]] = []
     for name, module in twin.named_modules():
         if name and _is_chain(module):
             layers = [stacked(f"{name}.{i}", child) if type(child) in LINEAR_LAYERS else child
