@@ -1,4 +1,5 @@
-"""Readers for a user's own files (vaelib.data.load_array and friends) and the seeded splits."""
+"""Readers for a user's own files (vaelib.readers: load_table, load_array and friends, importable from
+vaelib.data too) and the seeded splits."""
 import gzip
 import struct
 
@@ -68,7 +69,7 @@ def test_bad_npy_files_and_types_are_refused(tmp_path):
     with pytest.raises(ValueError, match="not a .npy file"):
         data.load_array(tmp_path / "text.npy")
     (tmp_path / "data.txt").write_text("1,2\n")
-    with pytest.raises(ValueError, match="unsupported file type; use .npy, .csv"):
+    with pytest.raises(ValueError, match=r"unsupported file type; use .npy, .npz, .csv, .tsv"):
         data.load_array(tmp_path / "data.txt")
     with pytest.raises(FileNotFoundError, match="no file at"):
         data.load_array(tmp_path / "missing.csv")
@@ -110,3 +111,138 @@ def test_load_digits_split_is_the_chapters_stratified_split():
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, stratify=y, random_state=0)
     assert torch.equal(split.x_train, x_train) and torch.equal(split.x_test, x_test)
     assert torch.equal(split.y_train, y_train) and torch.equal(split.y_test, y_test)
+
+
+# ----------------------------------------------------------------------------------------------
+# Columns, labels, headers, .npz and .tsv (vaelib.readers.load_table)
+
+def test_columns_drop_and_a_text_label_column_by_name_or_position(tmp_path):
+    from vaelib.readers import load_table
+
+    (tmp_path / "iris.csv").write_text("sepal,petal,species,width\n1,2,setosa,3\n4,5,virginica,6\n")
+    table = load_table(tmp_path / "iris.csv", label="species")
+    assert table.names == ["sepal", "petal", "width"] and table.labels.tolist() == ["setosa", "virginica"]
+    assert torch.equal(table.x, torch.tensor([[1.0, 2, 3], [4, 5, 6]]))
+    table = load_table(tmp_path / "iris.csv", columns=["width", 0], label=2)
+    assert table.names == ["width", "sepal"] and torch.equal(table.x, torch.tensor([[3.0, 1], [6, 4]]))
+    assert load_table(tmp_path / "iris.csv", drop=["species", "petal"]).names == ["sepal", "width"]
+    (tmp_path / "t.tsv").write_text("a\tb\tlabel\n1\t2\t0\n3\t4\t1\n")
+    table = load_table(tmp_path / "t.tsv", label="label")
+    assert table.labels.dtype == np.int64 and table.labels.tolist() == [0, 1] and table.x.shape == (2, 2)
+    with pytest.raises(ValueError, match=r"line 2, column 3 holds 'setosa', which is not a number; leave a text "
+                                         "column out with drop, or make it the label"):
+        load_table(tmp_path / "iris.csv")
+    for kwargs, message in (({"label": "kind"}, r"names the column 'kind', which the header does not have; its "
+                                                 r"columns are 'sepal', 'petal', 'species', 'width'"),
+                            ({"columns": [7]}, r"names column 7, but the data have 4 columns"),
+                            ({"columns": ["sepal"], "label": "sepal"}, "a label is not a feature")):
+        with pytest.raises(ValueError, match=message):
+            load_table(tmp_path / "iris.csv", **kwargs)
+
+
+@pytest.mark.parametrize("text, names, rows", [
+    ("0,1,2\n0.5,1.5,2.5\n", ["0", "1", "2"], [[0.5, 1.5, 2.5]]),           # DataFrame.to_csv(index=False)
+    (",0,1,2\n0,0.5,1.5,2.5\n1,3,4,5\n", ["0", "1", "2"], [[0.5, 1.5, 2.5], [3, 4, 5]]),   # with its index
+    ("Unnamed: 0,a,b\n7,1,2\n", ["a", "b"], [[1, 2]]),                       # an index read and saved again
+    ("0,1,2\n3,4,5\n", None, [[0, 1, 2], [3, 4, 5]]),                          # data that count are data
+    ("0,1\n1,0\n", None, [[0, 1], [1, 0]]),                                   # two columns: data
+])
+def test_numeric_headers_and_pandas_index_columns_are_recognised(tmp_path, text, names, rows):
+    from vaelib.readers import load_table
+
+    (tmp_path / "p.csv").write_text(text)
+    table = load_table(tmp_path / "p.csv")
+    assert table.names == names and torch.equal(table.x, torch.tensor(rows, dtype=torch.float32))
+    if text.startswith("0,1"):                                                # said outright
+        assert load_table(tmp_path / "p.csv", header=False).x.shape[0] == 2
+        assert load_table(tmp_path / "p.csv", header=True).names == ["0", "1", "2"][:text.index("\n") // 2 + 1]
+
+
+def test_npz_data_and_label_arrays(tmp_path):
+    from vaelib.readers import load_table
+
+    x, y = np.arange(6.0).reshape(3, 2), np.array([0, 1, 1])
+    np.savez(tmp_path / "one.npz", x)
+    assert torch.equal(load_table(tmp_path / "one.npz").x, torch.as_tensor(x, dtype=torch.float32))
+    np.savez_compressed(tmp_path / "xy.npz", x=x, y=y)
+    table = load_table(tmp_path / "xy.npz", label="y")
+    assert table.labels.tolist() == [0, 1, 1] and table.x.shape == (3, 2)
+    assert load_table(tmp_path / "xy.npz", label=1).labels.tolist() == [1, 3, 5]  # a column of x
+    np.savez(tmp_path / "many.npz", a=x, b=x)
+    with pytest.raises(ValueError, match=r"holds the arrays \['a', 'b'\]: name the data array x"):
+        load_table(tmp_path / "many.npz")
+    np.savez(tmp_path / "objects.npz", x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="Python objects"):
+        load_table(tmp_path / "objects.npz")
+
+
+# ----------------------------------------------------------------------------------------------
+# Bounded: headers checked against the file before anything is allocated
+
+
+def _idx(shape, body=b"", code=0x08):
+    return bytes([0, 0, code, len(shape)]) + struct.pack(f">{len(shape)}I", *shape) + body
+
+
+def test_headers_that_promise_more_than_the_file_holds_are_refused_before_reading(tmp_path):
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((2, 3)))
+    header["shape"] = (10**12, 3)                             # 24 TB claimed by a file of about 150 bytes
+    with open(tmp_path / "huge.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(b"\0" * 48)
+    with pytest.raises(ValueError, match=r"holds 48 data bytes but its header promises 24000000000000 for shape "
+                                         r"\(1000000000000, 3\)"):
+        data.load_array(tmp_path / "huge.npy")
+    (tmp_path / "long.idx").write_bytes(_idx((2, 2), bytes(1000)))   # a header smaller than the file
+    with pytest.raises(ValueError, match="holds 1000 data bytes but its header promises 4"):
+        data.load_array(tmp_path / "long.idx")
+    (tmp_path / "bomb.idx.gz").write_bytes(gzip.compress(_idx((2, 2), bytes(10**7))))   # inflates past its header
+    with pytest.raises(ValueError, match="decompresses to more than the 4 data bytes its header promises"):
+        data.load_array(tmp_path / "bomb.idx.gz")
+    whole = gzip.compress(_idx((50, 50), bytes(range(250)) * 10))
+    (tmp_path / "cut.idx.gz").write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(ValueError, match="is not a complete gzip file .* truncated or corrupt"):
+        data.load_array(tmp_path / "cut.idx.gz")
+    (tmp_path / "short.idx.gz").write_bytes(gzip.compress(_idx((50, 50), bytes(7))))
+    with pytest.raises(ValueError, match="holds 7 data bytes but its header promises 2500"):
+        data.load_array(tmp_path / "short.idx.gz")
+
+
+def test_what_a_consistent_header_declares_is_compared_with_the_memory_available(tmp_path, monkeypatch):
+    from vaelib import limits
+
+    np.save(tmp_path / "a.npy", np.zeros((100, 10), dtype=np.float32))
+    (tmp_path / "a.idx.gz").write_bytes(gzip.compress(_idx((10**6, 10**3))[:12]))  # claims 1 GB, holds nothing
+    (tmp_path / "a.csv").write_text("1,2\n" * 100)
+    monkeypatch.setattr(limits, "available_memory", lambda: 1000)
+    for name, needed in (("a.npy", "4 kB"), ("a.idx.gz", "1 GB"), ("a.csv", "808 bytes")):
+        if name == "a.csv":
+            monkeypatch.setattr(limits, "available_memory", lambda: 500)
+        with pytest.raises(limits.TooLarge, match=rf"needs about {needed} of memory, more than the"):
+            data.load_array(tmp_path / name)
+    with limits.allow_large():
+        assert data.load_array(tmp_path / "a.npy").shape == (100, 10)
+
+
+def test_a_fifo_or_a_folder_is_refused_before_it_is_read(tmp_path):
+    os = pytest.importorskip("os")
+    os.mkfifo(tmp_path / "pipe.csv")
+    with pytest.raises(ValueError, match=r"pipe.csv is a FIFO \(named pipe\), not a regular file"):
+        data.load_array(tmp_path / "pipe.csv")                        # would block for ever if opened
+    (tmp_path / "folder.npy").mkdir()
+    with pytest.raises(IsADirectoryError, match="folder.npy is a folder"):
+        data.load_array(tmp_path / "folder.npy")
+
+
+def test_a_csv_is_read_in_chunks_with_line_numbers_across_them(tmp_path, monkeypatch):
+    from vaelib import readers
+
+    monkeypatch.setattr(readers, "CHUNK_LINES", 7)
+    rows = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    lines = ["a,b,c"] + [",".join(f"{v:.9g}" for v in row) for row in rows]
+    (tmp_path / "r.csv").write_text("\n".join(lines) + "\n")
+    assert torch.equal(data.load_array(tmp_path / "r.csv"), torch.as_tensor(rows))
+    lines[40] = '1,"2",x'
+    (tmp_path / "r.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match="line 41, column 3 holds 'x'"):
+        data.load_array(tmp_path / "r.csv")

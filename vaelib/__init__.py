@@ -4,8 +4,9 @@ One job per module, roughly from the foundations up (imports run one way:
 ``tests/test_import_graph.py`` finds no cycle, imports inside functions included):
 
 * ``seeding`` (one seed for every source of randomness), ``threads`` (vaelib's own thread counts),
-  ``_checks`` (argument checks), ``_io`` (files written atomically);
-* ``data`` (data sets and the readers of a user's files), ``nn`` (building blocks), ``models``
+  ``_checks`` (argument checks), ``_io`` (files written atomically, read only when regular),
+  ``limits`` (work and memory estimated before the work starts);
+* ``data`` (data sets), ``readers`` (a user's own files, checked before anything is allocated), ``nn`` (building blocks), ``models``
   (architectures, the ``ModelOutput`` protocol and the registry), ``losses`` (terms),
   ``objectives`` (what is minimised, each written once), ``probability`` (entropy, KL divergences,
   MLE/MAP regression, a closed-form latent-variable toy), ``pca`` (PCA and probabilistic PCA);

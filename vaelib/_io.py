@@ -27,11 +27,20 @@ Errors name the file: ``cannot write the checkpoint run.ckpt: no space left on d
 ``check_writable`` runs the path checks alone, to refuse a bad path before hours of training:
 a missing folder, a folder or a special file (FIFO, device, socket) at the path, a folder that
 cannot be written to. A special file is never replaced by a regular one.
+
+Reading, the other way round: ``open_regular(path)`` opens a file for reading only when it is a
+regular file (a FIFO would block for ever, a device may never end, a folder is no file); it asks
+the open file itself (``fstat``), so that nothing can be swapped in between the check and the
+read. ``read_document(path, what)`` reads a whole JSON or TOML file through it, at most
+``MAX_DOCUMENT_BYTES`` long and nested at most ``MAX_NESTING`` levels (``check_nesting``): the
+limits the checkpoint's metadata has, for every configuration, spec, settings and chunk file.
+Their errors are ``DocumentError`` (a ``ValueError``), one line naming the file.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import signal
@@ -41,6 +50,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any, BinaryIO
+
+import tomllib
 
 TEMPORARY_SUFFIX = ".vaelib-tmp"
 STALE_AFTER_SECONDS = 15 * 60  # far longer than any write takes; a younger temporary may be in use
@@ -49,6 +61,8 @@ _KEEP_OF_NAME = 200  # characters of the target's name kept in a temporary name 
 _last_cleaned: dict[Path, float] = {}  # folder -> when this process last removed stale temporaries there
 
 Content = bytes | str | Callable[[Path], object]
+MAX_DOCUMENT_BYTES = 64 * 2**20  # a settings, spec or chunk file is kilobytes; a larger one is no such file
+MAX_NESTING = 64  # levels of lists and tables; vaelib's own files use fewer than ten
 
 
 class WriteError(OSError):
@@ -250,3 +264,89 @@ def _kind(mode: int) -> str:
     kinds = {stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
              stat.S_ISSOCK: "a socket"}
     return next((name for test, name in kinds.items() if test(mode)), "a special file")
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+
+
+class DocumentError(ValueError):
+    """A JSON or TOML file that cannot be used: unreadable, too large, too deeply nested, not valid."""
+
+
+def open_regular(path: str | os.PathLike[str], what: str = "the file") -> BinaryIO:
+    """``path`` opened for reading in binary mode, after checking that it is a regular file.
+
+    Raises ``FileNotFoundError`` ("no file at PATH"), ``IsADirectoryError`` for a folder and
+    ``ValueError`` for a FIFO, device or socket, each one line. The file is opened without blocking
+    (a FIFO with no writer would wait for ever) and checked through its descriptor."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"the path of {what} must be a str or os.PathLike, got {type(path).__name__} ({path!r})")
+    if os.fspath(path) in ("", b""):
+        raise ValueError(f"the path of {what} is empty; give a file name")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no file at {os.fspath(path)}") from None
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot read {what} {os.fspath(path)}: {_reason(exc)}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(f"{os.fspath(path)} is a folder, not {what}; give a file")
+        raise ValueError(f"{os.fspath(path)} is {_kind(mode)}, not a regular file; vaelib reads {what} only "
+                         "from a regular file")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def file_size(file: BinaryIO) -> int:
+    """The size in bytes of an open regular file."""
+    return os.fstat(file.fileno()).st_size
+
+
+def read_document(path: str | os.PathLike[str], what: str, *, kind: str | None = None) -> Any:
+    """The content of a JSON or TOML file (``kind`` "json" or "toml"; by default from the suffix,
+    ``.toml`` or else JSON), read through ``open_regular``, at most ``MAX_DOCUMENT_BYTES`` long and
+    nested at most ``MAX_NESTING`` levels. Raises ``DocumentError`` naming the file and the problem
+    (and ``FileNotFoundError``, ``IsADirectoryError`` as ``open_regular``)."""
+    kind = kind or ("toml" if Path(path).suffix == ".toml" else "json")
+    with open_regular(path, what) as f:
+        size = file_size(f)
+        if size > MAX_DOCUMENT_BYTES:
+            raise DocumentError(f"{os.fspath(path)} holds {size:,} bytes, more than the {MAX_DOCUMENT_BYTES:,} of any "
+                                f"{what}; it is not one")
+        raw = f.read(MAX_DOCUMENT_BYTES + 1)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"{os.fspath(path)} is not {what}: it is not UTF-8 text ({exc})") from None
+    return parse_document(text, kind, f"{os.fspath(path)}", what)
+
+
+def parse_document(text: str, kind: str, name: str, what: str) -> Any:
+    """JSON or TOML text parsed with the limits of ``read_document``; ``name`` and ``what`` name it in errors."""
+    try:
+        value = json.loads(text) if kind == "json" else tomllib.loads(text)
+    except RecursionError:
+        raise DocumentError(f"{name} nests lists or tables more than {MAX_NESTING} levels deep, deeper than any "
+                            f"{what}") from None
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise DocumentError(f"{name} is not valid {kind.upper()}: {' '.join(str(exc).split())}") from None
+    check_nesting(value, f"{name} nests lists or tables more than {MAX_NESTING} levels deep, deeper than any {what}")
+    return value
+
+
+def check_nesting(value: Any, message: str, limit: int = MAX_NESTING) -> None:
+    """Raise ``DocumentError(message)`` when ``value`` nests lists, tuples or dicts more than
+    ``limit`` levels deep; measured without recursion, so that any depth is safe to measure."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list, tuple)):
+            if depth > limit:
+                raise DocumentError(message)
+            pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))

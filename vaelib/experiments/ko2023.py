@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vaelib import _checks, _io, plots
+from vaelib import _checks, _io, limits, plots
 from vaelib.data import COSINE_HALF_WIDTH, COSINE_NOISE, cosine_surface
 from vaelib.engine import fit_batched
 from vaelib.claims import mean_std
@@ -612,23 +612,8 @@ def memory_needed(config: Ko2023Config) -> int:
 
 
 def _available_memory() -> int | None:
-    """Bytes this process can still allocate: Linux's MemAvailable, within a cgroup's limit; None
-    where neither can be read (then nothing is refused)."""
-    available = None
-    try:
-        with open("/proc/meminfo") as f:
-            line = next(line for line in f if line.startswith("MemAvailable:"))
-        available = int(line.split()[1]) * 1024
-    except (OSError, StopIteration, ValueError, IndexError):
-        pass
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-        if limit != "max":
-            available = min(available if available is not None else 2**63, int(limit) - used)
-    except (OSError, ValueError):
-        pass
-    return available
+    """Bytes this process can still allocate (``vaelib.limits.available_memory``)."""
+    return limits.available_memory()
 
 
 def _gigabytes(n: int) -> str:
