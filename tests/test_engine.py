@@ -137,17 +137,35 @@ def test_a_short_last_minibatch_or_a_single_one_matches_the_loop_engine(backend,
         _assert_same_run(expected, actual)
 
 
-def test_bernoulli_decoder_trains_with_the_torch_backend():
+@pytest.mark.parametrize("backend", ENGINE_BACKENDS)
+@pytest.mark.parametrize("activation", ["elu", "ptanh"])
+def test_a_bernoulli_decoder_matches_the_loop_engine(backend, activation):
+    # pixels in [0, 1], some exactly 0 or 1; logits of both signs and far from 0 as training goes
     x = torch.rand(256, 16, generator=torch.Generator().manual_seed(0))
-    runs = [(lambda: vaelib.ELBO(), 3)]
-    vae = {"in_dim": 16, "decoder": "bernoulli", "activation": "elu"}
-    model, objective = _build(runs[0][0], 3, **vae)
-    history = vaelib.fit(model, objective, x, seed=3, progress=False, **SETTINGS)
-    model_b, objective_b = _build(runs[0][0], 3, **vae)
-    (history_b,) = fit_batched([model_b], [objective_b], x, seeds=[3], progress=False, **SETTINGS)
-    _assert_same_run((model, objective, history), (model_b, objective_b, history_b))
-    with pytest.raises(ValueError, match="backend='kernel' cannot train these runs: it implements the Gaussian"):
-        fit_batched([model_b], [objective_b], x, seeds=[3], progress=False, backend="kernel")
+    x[x < 0.1], x[x > 0.9] = 0.0, 1.0
+    runs = [(lambda: vaelib.ELBO(), 3), (lambda: vaelib.KoLagrangian(delta=9.0, alpha_rule="reverse"), 4),
+            (lambda: vaelib.GECO(kappa=9.0, rate=0.01), 5)]
+    vae = {"in_dim": 16, "decoder": "bernoulli", "activation": activation}
+    settings = {"epochs": 3, "batch_size": 64, "lr": 1e-2}
+    loop, built = [], []
+    for make_objective, seed in runs:
+        model, objective = _build(make_objective, seed, **vae)
+        loop.append((model, objective, vaelib.fit(model, objective, x, seed=seed, progress=False, **settings)))
+        built.append(_build(make_objective, seed, **vae))
+    histories = fit_batched([m for m, _ in built], [o for _, o in built], x, seeds=[s for _, s in runs],
+                            progress=False, backend=backend, **settings)
+    assert histories.backend == backend
+    for expected, (model, objective), history in zip(loop, built, histories):
+        _assert_same_run(expected, (model, objective, history))
+
+
+def test_the_kernel_leaves_a_gaussian_likelihood_on_a_bernoulli_decoder_to_the_objectives_own_error():
+    x = torch.rand(64, 16, generator=torch.Generator().manual_seed(0))
+    model, objective = _build(lambda: vaelib.SigmaVAE(), 0, in_dim=16, decoder="bernoulli")
+    net = _kernel.kernel_net([model], [objective], "adam", torch.device("cpu"))
+    assert "scores a Gaussian likelihood, these models have a Bernoulli decoder" in net.reason
+    with pytest.raises(ValueError, match="the calibrated \\(sigma-VAE\\) likelihood is Gaussian"):
+        fit_batched([model], [objective], x, seeds=[0], progress=False, epochs=1)
 
 
 def test_without_a_compiler_auto_falls_back_to_torch(data, monkeypatch):
@@ -297,13 +315,13 @@ def test_both_trainers_satisfy_the_trainer_protocol():
 
 
 def test_auto_says_which_backend_trained_and_why_it_fell_back(data, caplog):
-    x = torch.rand(64, 16, generator=torch.Generator().manual_seed(0))
-    model, objective = _build(lambda: vaelib.ELBO(), 3, in_dim=16, decoder="bernoulli")
+    vaelib.seed_everything(3)
+    model, objective = vaelib.Autoencoder(3), vaelib.Reconstruction()
     with caplog.at_level("DEBUG", logger="vaelib.engine"):
-        histories = fit_batched([model], [objective], x, seeds=[3], progress=False, epochs=1)
+        histories = fit_batched([model], [objective], data, seeds=[3], progress=False, epochs=1)
     assert histories.backend == "torch" and len(histories) == 1
-    assert histories.fallback_reason == "it implements the Gaussian decoder only"
-    assert "on the generic PyTorch path, not the C kernel: it implements the Gaussian decoder only" in caplog.text
+    assert histories.fallback_reason == "it trains vaelib.VAE models, not Autoencoder"
+    assert "on the generic PyTorch path, not the C kernel: it trains vaelib.VAE models, not Autoencoder" in caplog.text
     model, objective = _build(lambda: vaelib.ELBO(), 3)
     chosen = fit_batched([model], [objective], data, seeds=[3], progress=False, epochs=1, backend="torch")
     assert chosen.backend == "torch" and chosen.fallback_reason is None  # asked for, not a fallback

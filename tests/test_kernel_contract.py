@@ -18,7 +18,7 @@ import pytest
 from vaelib import objectives
 from vaelib.engine import _build, _kernel, _layout
 
-CONTRACT_NAME = re.compile(r"\b(?:(?:S|STEP|LAYER|ACT|OPT|MULTIPLIER|ADAM|N)_[A-Z0-9_]+|MAX_LAYERS|MAX_PIECES)\b")
+CONTRACT_NAME = re.compile(r"\b(?:(?:S|STEP|LAYER|ACT|OPT|DECODER|MULTIPLIER|ADAM|N)_[A-Z0-9_]+|MAX_LAYERS|MAX_PIECES)\b")
 
 
 def _defined() -> dict[str, str]:

@@ -15,8 +15,9 @@ Two paths compute the epochs, and both consume the objectives' one definition
   optimiser updates every run (``_optimizer.py``); any other model is vectorised with
   ``torch.func`` (``vmap`` of ``functional_call`` and autograd);
 * the **C kernel** (``kernel.c``, built once per machine): an accelerator for the common case, a
-  ``vaelib.VAE`` MLP on the CPU in float32 trained on objectives of the VAE family, which it reads
-  as their ``Form`` (the family's formula with each objective's numbers). tests/test_engine.py
+  ``vaelib.VAE`` MLP (a Gaussian or a Bernoulli decoder) on the CPU in float32 trained on objectives
+  of the VAE family, which it reads as their ``Form`` (the family's formula with each objective's
+  numbers; R as ``vaelib.objectives.reconstruction_term`` scores the decoder's output). tests/test_engine.py
   holds it to the generic path and to ``vaelib.fit``.
 
 ``backend="auto"`` takes the kernel where it covers the runs and the generic path otherwise; it

@@ -21,7 +21,8 @@ from torch import nn
 
 from vaelib import threads
 from vaelib.engine import _build, _layout
-from vaelib.engine._layout import ACTIVATION_CODES, ADAM_BETAS, LAYER_FIELDS, LIMITS, OPTIMIZER_CODES, Net, Unsupported
+from vaelib.engine._layout import (ACTIVATION_CODES, ADAM_BETAS, DECODER_CODES, LAYER_FIELDS, LIMITS, OPTIMIZER_CODES,
+                                   Net, Unsupported)
 from vaelib.engine._trainer import EpochTerms
 from vaelib.models.vae import VAE
 from vaelib.objectives import ConstrainedObjective, Objective, VAEObjective, objective_kind
@@ -47,6 +48,8 @@ def kernel_net(models: list[nn.Module], objectives: list[Objective], optimizer: 
         if not follows_the_family_formula(objective):
             return Unsupported(f"objectives[{i}] ({type(objective).__name__}) is not written as a "
                                "vaelib.objectives.Form (it overrides forward, combine or a hook)")
+        if net.output == "bernoulli" and cast(VAEObjective, objective).form.likelihood == "calibrated":
+            return Unsupported(f"objectives[{i}] scores a Gaussian likelihood, these models have a Bernoulli decoder")
     if optimizer not in OPTIMIZER_CODES:
         return Unsupported(f"it implements the optimisers {sorted(OPTIMIZER_CODES)}, not {optimizer!r}")
     needs = {"layers": sum(layer.kind == "linear" for layer in (*net.encoder, *net.decoder)),
@@ -79,7 +82,7 @@ def load() -> Any:
     function = library.vaelib_train_epoch
     i64, pointer = ctypes.c_int64, ctypes.c_void_p
     argtypes: list[Any] = ([i64] * 5 + [pointer, i64, i64, pointer, pointer, i64] + [pointer] * 9
-                           + [i64, pointer, i64, ctypes.c_float] + [pointer] * 3 + [i64])
+                           + [i64, pointer, i64, ctypes.c_float] + [pointer] * 3 + [i64, i64])
     function.argtypes = argtypes
     function.restype = ctypes.c_int
     return function
@@ -105,6 +108,7 @@ class EpochCall:
         self.numel = torch.tensor([math.prod(shape) for shape in net.shapes], dtype=torch.int64)
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.int64), (self.numel * self.n_runs).cumsum(0)[:-1]])
         self.settings = _layout.run_settings(objectives).contiguous()
+        self.decoder = DECODER_CODES[net.output]
 
     def __call__(self, state: list[torch.Tensor], multiplier_state: torch.Tensor, x: torch.Tensor,
                  order: torch.Tensor, eps: torch.Tensor, step_size: torch.Tensor,
@@ -120,7 +124,7 @@ class EpochCall:
             self.n_pieces, self.offsets.data_ptr(), self.numel.data_ptr(), x.data_ptr(), order.data_ptr(),
             eps.data_ptr(), *(t.data_ptr() for t in state), self.settings.data_ptr(), len(_layout.SETTINGS),
             multiplier_state.data_ptr(), self.optimizer, self.lr, step_size.data_ptr(),
-            bias_correction2_sqrt.data_ptr(), columns.data_ptr(), self.threads)
+            bias_correction2_sqrt.data_ptr(), columns.data_ptr(), self.decoder, self.threads)
         if status != 0:
             raise MemoryError(f"the engine's C kernel stopped with status {status} (1: sizes or codes beyond "
                               "its limits, 2: out of memory)")

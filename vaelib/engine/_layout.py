@@ -10,8 +10,8 @@ and its rule's state are read and written through the objective's own methods
 (``VAEObjective.multiplier_tensors`` and ``load_multiplier_tensors``).
 
 **The contract.** Everything both sides must agree on (the order of the per-run ``SETTINGS``, the
-columns of a step's output, the fields of a layer's description, the codes of the activations and
-optimisers, the size limits, the multiplier state's fields and Adam's constants) is defined here
+columns of a step's output, the fields of a layer's description, the codes of the activations,
+optimisers and decoders, the size limits, the multiplier state's fields and Adam's constants) is defined here
 and handed to the C compiler as macros (``kernel_defines``: ``-DS_RECON_WEIGHT=0``,
 ``-DACT_PTANH=1``, ``-DADAM_BETA2=0x1.ff7ceep-1f``, ...). The macros are part of the compiler's
 flags and so of the build's cache key: a changed contract builds a new library. ``kernel.c``
@@ -49,6 +49,9 @@ ACTIVATION_KINDS = {ParametricTanh: "ptanh", nn.Tanh: "tanh", nn.ReLU: "relu", n
                     nn.ELU: "elu", nn.Identity: "identity"}
 # The optimisers the kernel implements (OPT_<NAME>), with the numbers of vaelib.runs.OPTIMIZERS.
 OPTIMIZERS = ("adam", "sgd")
+# The decoders the kernel implements (DECODER_<NAME>): a VAE's ``decoder_kind``, which makes R the
+# squared error of the decoder's mean or the Bernoulli NLL of its logits (vaelib.objectives.reconstruction_term).
+DECODERS = ("gaussian", "bernoulli")
 # The most linear layers and parameter tensors of one run (MAX_LAYERS, MAX_PIECES): fixed-size arrays.
 LIMITS = {"layers": 64, "pieces": 256}
 # Per run, float32 (MULTIPLIER_<NAME>): the state a multiplier's rule keeps besides alpha.
@@ -76,6 +79,7 @@ def kernel_defines() -> list[str]:
     names["ACT_NONE"] = 0
     names.update({f"ACT_{name.upper()}": code for name, code in ACTIVATION_CODES.items()})
     names.update({f"OPT_{name.upper()}": code for name, code in OPTIMIZER_CODES.items()})
+    names.update({f"DECODER_{name.upper()}": code for name, code in DECODER_CODES.items()})
     names.update({f"MAX_{name.upper()}": limit for name, limit in LIMITS.items()})
     names.update({f"MULTIPLIER_{name.upper()}": i for i, name in enumerate(MULTIPLIER_STATE)})
     names["N_MULTIPLIER_STATE"] = len(MULTIPLIER_STATE)
@@ -88,6 +92,7 @@ def kernel_defines() -> list[str]:
 
 ACTIVATION_CODES = {name: code for code, name in enumerate(ACTIVATIONS, start=1)}
 OPTIMIZER_CODES = {name: code for code, name in enumerate(OPTIMIZERS)}
+DECODER_CODES = {name: code for code, name in enumerate(DECODERS)}
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -110,12 +115,13 @@ class Layer:
 
 @dataclass(frozen=True)
 class Net:
-    """What every run shares: the layers and the per-run shapes of the stacked parameters in
-    buffer order (alpha last)."""
+    """What every run shares: the layers, the per-run shapes of the stacked parameters in buffer
+    order (alpha last) and what the decoder's output is (``output``, one of ``DECODERS``)."""
 
     encoder: tuple[Layer, ...]
     decoder: tuple[Layer, ...]
     shapes: tuple[tuple[int, ...], ...]
+    output: str = "gaussian"
 
     @property
     def alpha(self) -> int:
@@ -126,8 +132,8 @@ def describe(model: nn.Module) -> Net | Unsupported:
     """The layers of a VAE as the kernel needs them, or why the kernel cannot train it."""
     if type(model) is not VAE:
         return Unsupported(f"it trains vaelib.VAE models, not {type(model).__name__}")
-    if model.decoder_kind != "gaussian":
-        return Unsupported("it implements the Gaussian decoder only")
+    if model.decoder_kind not in DECODERS:
+        return Unsupported(f"it implements the decoders {list(DECODERS)}, not {model.decoder_kind!r}")
     shapes: list[tuple[int, ...]] = []
     layers = []
     for stack in (model.encoder, model.decoder):
@@ -144,7 +150,7 @@ def describe(model: nn.Module) -> Net | Unsupported:
             else:
                 return Unsupported(f"it has no code for the layer {type(module).__name__}")
         layers.append(tuple(part))
-    return Net(layers[0], layers[1], (*shapes, ()))
+    return Net(layers[0], layers[1], (*shapes, ()), model.decoder_kind)
 
 
 def model_tensors(model: VAE) -> list[torch.Tensor]:

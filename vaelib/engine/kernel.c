@@ -32,10 +32,14 @@
                                        update count (MULTIPLIER_AVERAGE, MULTIPLIER_UPDATES)
      terms   (steps, runs, N_STEP_COLUMNS): R, the batch-averaged KL and alpha (before the step), per
              step (STEP_RECON, STEP_KL, STEP_ALPHA); vaelib.objectives makes the named terms from them.
+     decoder        DECODER_GAUSSIAN: R is the squared error of the decoder's output (its mean);
+                    DECODER_BERNOULLI: the output is each pixel's logit l and R the Bernoulli NLL,
+                    summed over features: (1 - x) l - log sigmoid(l), as PyTorch's
+                    binary_cross_entropy_with_logits computes it, with gradient sigmoid(l) - x.
    Returns 0, or 1 for sizes beyond the fixed limits, 2 when memory runs out.
 
-   The contract with the Python side (the names S_*, STEP_*, LAYER_*, ACT_*, OPT_*, MULTIPLIER_*,
-   N_*, MAX_LAYERS, MAX_PIECES and Adam's constants ADAM_*) is not defined here: it comes from
+   The contract with the Python side (the names S_*, STEP_*, LAYER_*, ACT_*, OPT_*, DECODER_*,
+   MULTIPLIER_*, N_*, MAX_LAYERS, MAX_PIECES and Adam's constants ADAM_*) is not defined here: it comes from
    vaelib/engine/_layout.py as -D flags (_layout.kernel_defines), so that one source states it. A
    name missing there stops the compiler with that name.
 */
@@ -119,13 +123,45 @@ static inline vf vtanh(vf x) {
     return (vf)((vi)(t / (t + 2.0f)) | sign);
 }
 
+/* log(x) for x in [1, 2] (Cephes' logf): x = 2^e (1 + f) with 1 + f in [sqrt(1/2), sqrt(2)),
+   log(1 + f) = f - f^2/2 + f^3 P(f); about 1 unit in the last place. */
+static inline vf vlog_1_2(vf x) {
+    vi upper = x > 1.41421356f;
+    vf e = vselect(upper, splat(1.0f), splat(0.0f));
+    vf f = vselect(upper, 0.5f * x - 1.0f, x - 1.0f);  /* both exact */
+    vf z = f * f;
+    vf y = splat(7.0376836292e-2f);
+    y = y * f - 1.1514610310e-1f;
+    y = y * f + 1.1676998740e-1f;
+    y = y * f - 1.2420140846e-1f;
+    y = y * f + 1.4249322787e-1f;
+    y = y * f - 1.6668057665e-1f;
+    y = y * f + 2.0000714765e-1f;
+    y = y * f - 2.4999993993e-1f;
+    y = y * f + 3.3333331174e-1f;
+    y = y * f * z;
+    y += e * -2.12194440e-4f;
+    y += -0.5f * z;
+    return (f + y) + e * 0.693359375f;
+}
+
+/* log(1 + z) for z in [0, 1], accurate for small z too: u = 1 + z rounded, then
+   log(u) z / (u - 1), which cancels the rounding of u (Goldberg); z itself where u rounds to 1. */
+static inline vf vlog1p_unit(vf z) {
+    vf u = 1.0f + z;
+    vf d = u - 1.0f;
+    vi tiny = d == 0.0f;
+    vf ratio = z / vselect(tiny, splat(1.0f), d);
+    return vselect(tiny, z, vlog_1_2(u) * ratio);
+}
+
 typedef struct {
     int64_t in, out, act, w, b, pa, pb;
     float elu_alpha;
 } Layer;
 
 typedef struct {
-    int64_t runs, points, features, latent, n_layers, n_encoder, n_pieces, run_numel;
+    int64_t runs, points, features, latent, n_layers, n_encoder, n_pieces, run_numel, decoder;
     const int64_t *piece_offset, *piece_numel, *piece_start;
     const Layer *layers;
 } Net;
@@ -432,10 +468,22 @@ static float run_step(const Net *net, Scratch *s, int64_t r, int64_t first, int6
            is known only once its error is summed, so it scales the gradient afterwards */
         int slope_after = calibrated && size <= CHUNK;
         float scale = slope_after ? 1.0f : d_recon;
-        for (int64_t q = 0; q < F * nv; q++) {
-            vf diff = x0[q] - d[q];
-            recon_sum += vselect(valid[q % nv], diff * diff, splat(0.0f));
-            d[q] = vselect(valid[q % nv], scale * (-2.0f * diff), splat(0.0f));
+        if (net->decoder == DECODER_BERNOULLI) {  /* d holds logits l; x0 the targets (never calibrated) */
+            for (int64_t q = 0; q < F * nv; q++) {
+                vf l = d[q], target = x0[q];
+                vf e = vexp((vf)((vi)l | (vi)splat(-0.0f)));  /* exp(-|l|) */
+                vf log_sigmoid = vselect(l < 0.0f, l, splat(0.0f)) - vlog1p_unit(e);
+                vf nll = (1.0f - target) * l - log_sigmoid;
+                vf sigmoid = vselect(l >= 0.0f, 1.0f / (1.0f + e), e / (1.0f + e));
+                recon_sum += vselect(valid[q % nv], nll, splat(0.0f));
+                d[q] = vselect(valid[q % nv], scale * (sigmoid - target), splat(0.0f));
+            }
+        } else {
+            for (int64_t q = 0; q < F * nv; q++) {
+                vf diff = x0[q] - d[q];
+                recon_sum += vselect(valid[q % nv], diff * diff, splat(0.0f));
+                d[q] = vselect(valid[q % nv], scale * (-2.0f * diff), splat(0.0f));
+            }
         }
         if (slope_after) {
             d_recon *= likelihood_slope(settings, lane_sum(recon_sum) / (float)size, F);
@@ -538,11 +586,12 @@ int vaelib_train_epoch(int64_t runs, int64_t points, int64_t features, int64_t l
                        const int64_t *piece_numel, const float *x, const int64_t *order, const float *eps,
                        float *theta, float *adam_m, float *adam_v, const float *run_settings, int64_t n_settings,
                        float *multiplier_state, int64_t optimizer, float lr, const float *step_size,
-                       const float *bc2_sqrt, float *terms, int64_t threads) {
+                       const float *bc2_sqrt, float *terms, int64_t decoder, int64_t threads) {
     Layer layers[MAX_LAYERS];
     int64_t piece_start[MAX_PIECES], run_numel = 0;
     if (n_layers > MAX_LAYERS || n_pieces > MAX_PIECES || n_settings != N_SETTINGS) return 1;
     if (optimizer != OPT_ADAM && optimizer != OPT_SGD) return 1;
+    if (decoder != DECODER_GAUSSIAN && decoder != DECODER_BERNOULLI) return 1;
     for (int64_t i = 0; i < n_pieces; i++) {
         piece_start[i] = run_numel;
         run_numel += piece_numel[i];
@@ -552,7 +601,7 @@ int vaelib_train_epoch(int64_t runs, int64_t points, int64_t features, int64_t l
         layers[l] = (Layer){q[LAYER_IN], q[LAYER_OUT], q[LAYER_ACTIVATION], q[LAYER_WEIGHT], q[LAYER_BIAS],
                             q[LAYER_A], q[LAYER_B], layer_constant[l]};
     }
-    Net net = {runs, points, features, latent, n_layers, n_encoder, n_pieces, run_numel,
+    Net net = {runs, points, features, latent, n_layers, n_encoder, n_pieces, run_numel, decoder,
                piece_offset, piece_numel, piece_start, layers};
     Epoch epoch = {&net, steps, optimizer, 0, batch_sizes, order, x, eps, run_settings, step_size, bc2_sqrt,
                    theta, adam_m, adam_v, multiplier_state, terms, lr, 0};
