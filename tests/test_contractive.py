@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import vaelib
-from vaelib.losses import jacobian_penalty, sigmoid_jacobian_penalty
+from vaelib.evaluation import jacobian_spectrum
+from vaelib.losses import encoder_jacobian, jacobian_penalty, sigmoid_jacobian_penalty
 from vaelib.models import ModelOutput
 
 
@@ -102,3 +103,20 @@ def test_fit_batched_trains_each_run_as_fit_does(hidden):
         assert history["contraction"] == pytest.approx(reference["contraction"], rel=1e-4)
         for a, b in zip(model.parameters(), alone.parameters()):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_encoder_jacobian_and_its_spectrum():
+    torch.manual_seed(2)
+    model = vaelib.ContractiveAutoencoder(6, code_dim=9).double()
+    x = torch.rand(4, 6, dtype=torch.float64)
+    jacobian = encoder_jacobian(model.encoder, x)
+    assert jacobian.shape == (4, 9, 6)
+    for row, j in zip(x, jacobian):
+        expected = torch.autograd.functional.jacobian(lambda r: model.encoder(r.unsqueeze(0)).squeeze(0), row)
+        torch.testing.assert_close(j, expected, rtol=1e-10, atol=1e-12)
+    z = model.encode(x)   # one sigmoid layer: J = diag(z (1 - z)) W
+    torch.testing.assert_close(jacobian, (z * (1 - z)).unsqueeze(-1) * model.encoder[0].weight)
+    spectrum = jacobian_spectrum(model.encoder, x)
+    assert spectrum.shape == (4, 6) and not spectrum.requires_grad
+    assert torch.all(spectrum[:, :-1] >= spectrum[:, 1:])
+    torch.testing.assert_close(spectrum.pow(2).sum(dim=1), model(x).contraction.detach())

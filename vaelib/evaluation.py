@@ -5,6 +5,7 @@
 * ``linear_probe_accuracy``: how well a linear classifier reads the classes from a code.
 * ``roc_auc``: how well a score separates two groups, e.g. novelty scores of unseen classes.
 * ``energy_concentration``: how much of each dictionary atom lies in its few strongest pixels.
+* ``jacobian_spectrum``: in how many directions, and how strongly, a code follows its input.
 * ``implied_decoder_variance``: the Gaussian decoder variance a training objective stands for,
   which a log-likelihood estimate needs (see ``vaelib.estimators``).
 * ``posterior_mean_variance`` and ``active_units``: how many latent dimensions a VAE uses, as
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from vaelib import _checks, threads
-from vaelib.losses import gaussian_kl, squared_error
+from vaelib.losses import encoder_jacobian, gaussian_kl, squared_error
 
 
 @torch.no_grad()
@@ -130,6 +131,20 @@ def energy_concentration(atoms: torch.Tensor, top: int = 8) -> float:
     energy = atoms.detach().pow(2)
     strongest = energy.sort(dim=1, descending=True).values[:, :top]
     return (strongest.sum(dim=1) / energy.sum(dim=1)).mean().item()
+
+
+def jacobian_spectrum(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The singular values of the encoder's Jacobian dz/dx at every row of x, largest first:
+    shape (n, min(k, d)). Their squares sum to the contractive penalty ||J(x)||_F^2.
+
+    A few large values and many small ones: the code follows the input in a few directions and
+    ignores the rest. "Denoising, sparse and contractive autoencoders" compares a contractive
+    code's spectrum with an unpenalised one's. ``encode`` maps rows to rows (an encoder module);
+    computed without a graph, on ``vaelib.threads.torch_threads()`` threads.
+    """
+    _checks.model_input("x", x)
+    with torch.no_grad(), threads.limited():
+        return torch.linalg.svdvals(encoder_jacobian(encode, x))
 
 
 def implied_decoder_variance(objective: nn.Module) -> float | None:

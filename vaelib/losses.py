@@ -75,18 +75,24 @@ def kl_sparsity(h: torch.Tensor, rho: float) -> torch.Tensor:
     return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum(dim=-1)
 
 
-def jacobian_penalty(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """||J(x_i)||_F^2 = sum_{j,l} (dz_j/dx_l)^2 at every row x_i of x, for any encoder: shape (n,).
+def encoder_jacobian(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The Jacobian dz/dx of ``encode`` at every row of x: shape (n, k, d).
 
     ``encode`` maps rows to rows, each row on its own ((n, d) -> (n, k); no batch statistics), so
     the gradient of sum_i z_ij with respect to x holds dz_j/dx at every row at once: k
-    vector-Jacobian products (``torch.func.jacrev``) give every row's Jacobian. The result is
-    differentiable in the encoder's weights, in ``vaelib.fit`` and inside ``fit_batched``'s vmap.
-    The contractive autoencoder's penalty (Rifai et al., 2011); ``sigmoid_jacobian_penalty`` is its
-    closed form for one sigmoid layer.
+    vector-Jacobian products (``torch.func.jacrev``) give every row's Jacobian. Differentiable in
+    the encoder's weights, in ``vaelib.fit`` and inside ``fit_batched``'s vmap.
     """
-    jacobian = torch.func.jacrev(lambda rows: encode(rows).sum(dim=0))(x)   # (k, n, d)
-    return jacobian.pow(2).sum(dim=(0, 2))
+    return torch.func.jacrev(lambda rows: encode(rows).sum(dim=0))(x).movedim(0, -2)
+
+
+def jacobian_penalty(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """||J(x_i)||_F^2 = sum_{j,l} (dz_j/dx_l)^2 at every row x_i of x, for any encoder: shape (n,).
+
+    The contractive autoencoder's penalty (Rifai et al., 2011), from ``encoder_jacobian``;
+    ``sigmoid_jacobian_penalty`` is its closed form for one sigmoid layer.
+    """
+    return encoder_jacobian(encode, x).pow(2).sum(dim=(-2, -1))
 
 
 def sigmoid_jacobian_penalty(z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
