@@ -33,8 +33,9 @@ BOOK = Path(__file__).resolve().parents[1] / "book"
 NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
 MAX_CODE_LINE = 88
 
-# The settings of Ko & Ko's experiment (DESIGN.md), quoted across the book: 10,000 points, 32 hidden
-# units, minibatches of 100, 200 epochs, 10 runs, delta = 0.1 (also the noise's standard deviation).
+# The settings of Ko & Ko's experiment (vaelib.experiments.ko2023.Ko2023Config), quoted across the
+# book: 10,000 points, 32 hidden units, minibatches of 100, 200 epochs, 10 runs, delta = 0.1 (also
+# the noise's standard deviation).
 BOOK_WIDE = {10_000: "points in the cosine data", 32: "hidden units", 100: "minibatch size M",
              200: "epochs", 10: "runs per objective", 0.1: "delta, and the cosine data's noise"}
 
