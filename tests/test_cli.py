@@ -6,17 +6,20 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import vaelib
-from vaelib.cli import main
+from vaelib.cli import COMMANDS, _catalogue, main
 from vaelib.cli.train import CONFIG_EXAMPLE
 from vaelib.data import cosine_surface, load_array
 from vaelib.estimators import iwae_bound
 from vaelib.evaluation import heldout_error
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def vaelib_command(*args, cwd) -> subprocess.CompletedProcess:
@@ -254,3 +257,21 @@ def test_overwrite_replaces_a_run_and_resume_continues_one(trained_folder, tmp_p
                                 "--epochs", 3, "--no-progress")   # the recorded model: an autoencoder
     assert status == 0, err
     assert len((tmp_path / "run.history.csv").read_text().splitlines()) == 1 + 3
+
+
+def test_help_answers_without_torch_numpy_or_matplotlib():
+    """--help starts at once: it parses with the standard library alone (the help's lists and defaults
+    come from vaelib/cli/catalogue.json), so none of the heavy packages is imported."""
+    probe = ("import sys\nfrom vaelib.cli import main\ntry:\n    main([{args}])\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('torch', 'numpy', 'matplotlib') if m in sys.modules))")
+    for args in ["'--help'", *(f"'{command}', '--help'" for command in COMMANDS)]:
+        done = subprocess.run([sys.executable, "-c", probe.format(args=args)], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+        assert done.stdout.strip().splitlines()[-1] == "[]", (args, done.stdout[-300:])
+
+
+def test_the_helps_catalogue_is_vaelibs_own_values():
+    """catalogue.json is a snapshot of values defined elsewhere (objective and model names, defaults);
+    after changing one of them, rewrite it with: python -m vaelib.cli._catalogue"""
+    assert _catalogue.catalogue() == json.loads(json.dumps(_catalogue.live())), (
+        "vaelib/cli/catalogue.json is out of date: run python -m vaelib.cli._catalogue")

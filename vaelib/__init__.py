@@ -26,18 +26,62 @@ One job per module, roughly from the foundations up (imports run one way:
   ``interactive`` (3-D figures a reader can turn), ``source`` (vaelib's own source on a page);
 * ``cli`` (``python -m vaelib``: train, sample, evaluate, reproduce, sweep).
 """
-from vaelib.models import (AAE, CVAE, VAE, Autoencoder, ContractiveAutoencoder, ConvAutoencoder, DenoisingAutoencoder,
-                           SparseAutoencoder, TiedAutoencoder, append_labels)
-from vaelib.objectives import (ELBO, GECO, ContractiveReconstruction, KLConstrained, KoLagrangian,
-                               Reconstruction, SigmaVAE, SparseReconstruction, make_objective)
-from vaelib.adversarial import AdversarialRegularizer
-from vaelib.pretrain import pretrain_layerwise
-from vaelib.seeding import seed_everything
-from vaelib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from vaelib.models import load_model, register_model
-from vaelib.runs import History, TrainingDiverged, TrainingSettings
-from vaelib.train import fit
-from vaelib.engine import fit_batched
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The public names, each from the module that defines it. They are imported on first use (PEP 562):
+# ``import vaelib`` itself imports neither torch nor any submodule, so that ``python -m vaelib
+# --help`` starts at once; ``from vaelib import fit`` and ``vaelib.fit`` work as usual.
+_PUBLIC = {
+    "vaelib.models": ("AAE", "CVAE", "VAE", "Autoencoder", "ContractiveAutoencoder", "ConvAutoencoder",
+                      "DenoisingAutoencoder", "SparseAutoencoder", "TiedAutoencoder", "append_labels", "load_model",
+                      "register_model"),
+    "vaelib.objectives": ("ELBO", "GECO", "ContractiveReconstruction", "KLConstrained", "KoLagrangian",
+                          "Reconstruction", "SigmaVAE", "SparseReconstruction", "make_objective"),
+    "vaelib.adversarial": ("AdversarialRegularizer",),
+    "vaelib.pretrain": ("pretrain_layerwise",),
+    "vaelib.seeding": ("seed_everything",),
+    "vaelib.checkpoint": ("CheckpointError", "load_checkpoint", "save_checkpoint"),
+    "vaelib.runs": ("History", "TrainingDiverged", "TrainingSettings"),
+    "vaelib.train": ("fit",),
+    "vaelib.engine": ("fit_batched",),
+}
+_HOME = {name: module for module, names in _PUBLIC.items() for name in names}
+
+if TYPE_CHECKING:
+    from vaelib.adversarial import AdversarialRegularizer
+    from vaelib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from vaelib.engine import fit_batched
+    from vaelib.models import (AAE, CVAE, VAE, Autoencoder, ContractiveAutoencoder, ConvAutoencoder,
+                               DenoisingAutoencoder, SparseAutoencoder, TiedAutoencoder, append_labels, load_model,
+                               register_model)
+    from vaelib.objectives import (ELBO, GECO, ContractiveReconstruction, KLConstrained, KoLagrangian, Reconstruction,
+                                   SigmaVAE, SparseReconstruction, make_objective)
+    from vaelib.pretrain import pretrain_layerwise
+    from vaelib.runs import History, TrainingDiverged, TrainingSettings
+    from vaelib.seeding import seed_everything
+    from vaelib.train import fit
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use; or a submodule (``vaelib.data``)."""
+    if name in _HOME:
+        value = getattr(importlib.import_module(_HOME[name]), name)
+        globals()[name] = value
+        return value
+    try:
+        return importlib.import_module(f"vaelib.{name}")
+    except ModuleNotFoundError as missing:
+        if missing.name != f"vaelib.{name}":
+            raise
+    raise AttributeError(f"module 'vaelib' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME})
+
 
 __version__ = "0.1.0"
 __all__ = ["VAE", "Autoencoder", "ELBO", "GECO", "SigmaVAE", "make_objective", "KLConstrained", "KoLagrangian",

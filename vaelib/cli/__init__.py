@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = ("train", "sample", "evaluate", "reproduce", "sweep")
@@ -65,10 +66,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` (default: sys.argv[1:]) and run the command; return the exit status."""
-    import matplotlib
+    """Parse ``argv`` (default: sys.argv[1:]) and run the command; return the exit status.
 
-    matplotlib.use("Agg")  # figures go to files; no display needed
+    Nothing heavy is imported to parse: ``--help`` answers without torch or matplotlib (the
+    commands import what they need in ``run``; the help's lists come from ``_catalogue``)."""
+    os.environ["MPLBACKEND"] = "Agg"  # figures go to files, no display needed; read when matplotlib loads
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:

@@ -12,9 +12,12 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from vaelib._io import check_writable, write_file
+
+if TYPE_CHECKING:  # numpy is imported where it is used: a command's --help needs none of it
+    import numpy as np
 
 SETTINGS_FORMAT = "vaelib-train-settings"
 ARRAY_SUFFIXES = (".npy", ".csv")
@@ -54,6 +57,8 @@ def read_table(path: Path) -> tuple[list[str], list[dict[str, float]]]:
 
 def write_array(path: Path, array: np.ndarray) -> None:
     """An (n, d) array as ``.npy`` or as ``.csv`` (no header, 9 significant digits: float32 exactly)."""
+    import numpy as np
+
     buffer = io.BytesIO()
     if path.suffix == ".npy":
         np.save(buffer, array, allow_pickle=False)

@@ -12,9 +12,10 @@ import argparse
 import inspect
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vaelib.runs import TrainingSettings
+if TYPE_CHECKING:  # imported where it is used: the command's --help needs no torch
+    from vaelib.runs import TrainingSettings
 
 SECTIONS = ("model", "objective", "training")
 TOP_LEVEL = ("seed", "holdout")
@@ -134,6 +135,8 @@ def model_arguments(cls: type, settings: dict[str, Any]) -> dict[str, Any]:
 def training_settings(settings: dict[str, Any]) -> TrainingSettings:
     """The run's training settings, checked (``vaelib.TrainingSettings``), with the defaults filled
     into ``settings["training"]`` (so that ``run.settings.json`` records every one)."""
+    from vaelib.runs import TrainingSettings
+
     unknown = sorted(set(settings["training"]) - set(TRAINING))
     if unknown:
         raise ValueError(f"unknown training setting {', '.join(map(repr, unknown))}; the settings are "

@@ -14,17 +14,17 @@ import argparse
 from pathlib import Path
 
 from vaelib.cli import fail, non_negative_int, positive_float, positive_int
+from vaelib.cli._catalogue import catalogue
 
 DEFAULT_OUT = "results"
 STATE_DIR = "reproduce-state"
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
-    """The sub-parser; its defaults are those of ``Ko2023Config``."""
-    from vaelib.experiments.ko2023 import RUNNERS, Ko2023Config
-    from vaelib.objectives import ALPHA_RULES, KL_REDUCTIONS
-
-    d = Ko2023Config()
+    """The sub-parser; its defaults are those of ``Ko2023Config`` (from ``_catalogue``: no torch)."""
+    known = catalogue()
+    d = argparse.Namespace(**known["ko2023"])
+    RUNNERS, ALPHA_RULES, KL_REDUCTIONS = known["runners"], known["alpha_rules"], known["kl_reductions"]
     rep = commands.add_parser(
         "reproduce", help="re-run Ko & Ko's experiment: Table 1 and Figure 1",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 
 from vaelib.cli import fail, positive_float, positive_int, seed
-from vaelib.cli._train_settings import DEFAULT_MODEL, tabular_models
+from vaelib.cli._catalogue import catalogue
+from vaelib.cli._train_settings import DEFAULT_MODEL
+
 CONFIG_EXAMPLE = """\
 seed = 0
 holdout = 0.1            # fraction of the rows held out, scored after every epoch
@@ -45,10 +47,8 @@ a --config file (TOML) holds the same settings as the flags:
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
-    from vaelib.objectives import OBJECTIVES
-    from vaelib.runs import OPTIMIZERS, TrainingSettings
-
-    defaults = TrainingSettings()
+    known = catalogue()  # vaelib's objectives, optimisers, models and TrainingSettings' defaults, without torch
+    defaults = argparse.Namespace(**known["training"])
     cmd = commands.add_parser(
         "train", help="train a model on your own data file (.npy, .csv or IDX)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -66,7 +66,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     cmd.add_argument("--config", metavar="FILE.toml", help="settings in a TOML file; flags override them")
     models = cmd.add_argument_group("model (defaults: those of the model's class)")
     models.add_argument("--model", metavar="NAME", dest="model_name",
-                        help=f"one of {', '.join(sorted(tabular_models()))} (default {DEFAULT_MODEL})")
+                        help=f"one of {', '.join(known['tabular_models'])} (default {DEFAULT_MODEL})")
     models.add_argument("--latent-dim", type=positive_int, metavar="N", help="size of the code")
     models.add_argument("--hidden", type=positive_int, nargs="*", metavar="N",
                         help="hidden layer sizes of the encoder (the decoder mirrors them); none: linear")
@@ -76,7 +76,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
                         help="any other argument of the model's constructor, e.g. noise_std=0.3 (repeatable)")
     objectives = cmd.add_argument_group("objective")
     objectives.add_argument("--objective", metavar="NAME", dest="objective_name",
-                            help=f"one of {', '.join(OBJECTIVES)} (default: elbo for a VAE, reconstruction "
+                            help=f"one of {', '.join(known['objectives'])} (default: elbo for a VAE, reconstruction "
                                  "otherwise)")
     objectives.add_argument("--objective-arg", action="append", default=[], metavar="KEY=VALUE",
                             help="a setting of the objective, e.g. beta=4 or delta=0.1 (repeatable)")
@@ -85,7 +85,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     training.add_argument("--batch-size", type=positive_int,
                           help=f"minibatch size (default {defaults.batch_size})")
     training.add_argument("--lr", type=positive_float, help=f"learning rate (default {defaults.lr:g})")
-    training.add_argument("--optimizer", choices=sorted(OPTIMIZERS),
+    training.add_argument("--optimizer", choices=known["optimizers"],
                           help=f"optimiser (default {defaults.optimizer})")
     training.add_argument("--seed", type=seed,
                           help="seed of the initial weights, the data order, the noise and the split (default 0)")
