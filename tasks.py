@@ -488,6 +488,7 @@ def print_to_pdf(site: Path, page: str, target: Path, timeout_s: float = 600) ->
     """Print the page ``page`` (a path under the folder ``site``) to an A4 PDF in Debian's Chromium
     (Playwright), the folder served from a local HTTP server; returns what ``PREPARE_FOR_PRINT_JS``
     found. Written to a temporary name first."""
+    import concurrent.futures
     import functools
     import http.server
     import threading
@@ -502,7 +503,8 @@ def print_to_pdf(site: Path, page: str, target: Path, timeout_s: float = 600) ->
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     partial = target.with_name(target.name + ".partial")
-    try:
+
+    def print_page() -> dict:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=PRINT_CHROMIUM_ARGS)
             try:
@@ -515,8 +517,15 @@ def print_to_pdf(site: Path, page: str, target: Path, timeout_s: float = 600) ->
                 tab.pdf(path=str(partial), format="A4", print_background=True, display_header_footer=True,
                         header_template="<span></span>", footer_template=PDF_FOOTER,
                         margin={"top": "16mm", "bottom": "16mm", "left": "14mm", "right": "14mm"})
+                return found
             finally:
                 browser.close()
+
+    try:
+        # Playwright's sync API refuses a thread whose asyncio loop is running (a caller that drives
+        # a browser of its own, as the test session does); a thread of its own has none.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            found = pool.submit(print_page).result()
     finally:
         server.shutdown()
         server.server_close()
