@@ -285,7 +285,7 @@ def old_notation(path: Path) -> list[str]:
 
 # Pages that other helpers are converting to the book's notation now (issue 19); each is an expected
 # failure until it is converted, and then an unexpected pass: delete its name here when it passes.
-NOT_YET_CONVERTED = {"larger_experiments": "an exercise names the paper's eq. 7 without its K"}
+NOT_YET_CONVERTED: dict[str, str] = {}
 
 
 def _notation_pages():
