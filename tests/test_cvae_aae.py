@@ -209,6 +209,24 @@ def test_the_batched_engine_refuses_the_regulariser():
                            epochs=1, progress=False)
 
 
+def test_overriding_draw_prior_alone_changes_the_prior_the_discriminator_is_trained_on():
+    """The chapter's exercise 3 swaps the prior for a mixture by overriding ``draw_prior`` alone:
+    every step of the discriminator must then see the subclass's draws."""
+    seen = []
+
+    class Shifted(AdversarialRegularizer):
+        def draw_prior(self, n, like=None):
+            return super().draw_prior(n, like) + 5.0
+
+        def step_discriminator(self, codes, prior):
+            seen.append(prior)
+            return super().step_discriminator(codes, prior)
+
+    vaelib.fit(_aae(), Shifted(latent_dim=2, seed=0), torch.rand(12, 3), epochs=2, batch_size=4,
+               seed=0, progress=False)
+    assert len(seen) == 6 and all(p.shape == (4, 2) and p.mean() > 4 for p in seen), seen
+
+
 def test_regulariser_errors_are_clear():
     objective = AdversarialRegularizer(latent_dim=3)
     model = _aae()
