@@ -211,16 +211,16 @@ def test_the_batched_engine_refuses_the_regulariser():
 
 def test_overriding_draw_prior_alone_changes_the_prior_the_discriminator_is_trained_on():
     """The chapter's exercise 3 swaps the prior for a mixture by overriding ``draw_prior`` alone:
-    every step of the discriminator must then see the subclass's draws."""
+    the discriminator's loss, which its steps descend, must then see the subclass's draws."""
     seen = []
 
     class Shifted(AdversarialRegularizer):
         def draw_prior(self, n, like=None):
             return super().draw_prior(n, like) + 5.0
 
-        def step_discriminator(self, codes, prior):
+        def discriminator_loss(self, codes, prior):
             seen.append(prior)
-            return super().step_discriminator(codes, prior)
+            return super().discriminator_loss(codes, prior)
 
     vaelib.fit(_aae(), Shifted(latent_dim=2, seed=0), torch.rand(12, 3), epochs=2, batch_size=4,
                seed=0, progress=False)
@@ -285,6 +285,24 @@ def test_the_discriminator_steps_are_adams_and_its_state_dict_carries_them():
         restored.step_discriminator(codes, prior)
     for p, q in zip(objective.state_dict().values(), restored.state_dict().values()):
         assert torch.equal(p, q)
+
+
+def test_after_step_descends_the_loss_forward_logged_with_or_without_gradients():
+    """In training, after_step steps the discriminator down the loss that forward computed and
+    logged; after a forward pass without gradients it computes that loss again. Either way the
+    step is step_discriminator's on the batch's codes and prior draws."""
+    x, model = torch.rand(8, 3), _aae()
+    reference = AdversarialRegularizer(latent_dim=2, seed=0)
+    codes, prior = model.encode(x).detach(), reference.draw_prior(8)
+    logged_before_step = reference.step_discriminator(codes, prior)
+    for gradients in (True, False):
+        objective = AdversarialRegularizer(latent_dim=2, seed=0)
+        with torch.set_grad_enabled(gradients):
+            terms = objective(x, model(x))
+        assert terms["discriminator"].item() == logged_before_step
+        objective.after_step(terms)
+        for (name, p), q in zip(objective.state_dict().items(), reference.state_dict().values()):
+            assert torch.equal(p, q), (gradients, name)
 
 
 def test_fit_resumes_an_aae_exactly_from_a_checkpoint(tmp_path):

@@ -9,10 +9,12 @@ game. ``AdversarialRegularizer`` owns the discriminator and its optimiser:
 
 * ``forward(x, out)`` returns ``loss`` = reconstruction + ``weight`` x the encoder's adversarial
   loss against the current discriminator, whose parameters it reads detached, so the trainer's
-  backward pass reaches the model only. It also draws the batch's prior samples and logs the
-  discriminator's loss on them (``discriminator``).
+  backward pass reaches the model only. It also draws the batch's prior samples and computes the
+  discriminator's loss on them and on the batch's codes, detached (logged as ``discriminator``).
 * ``after_step(terms)``, called by the trainer after the model's step, trains the discriminator
-  one step (Adam) on that batch's codes, detached, against those prior samples.
+  one step (Adam) on that loss: the gradient of the loss ``forward`` computed, since the model's
+  step does not change the discriminator (after a forward pass without gradients, it computes
+  the loss again).
 * ``trainer_parameters()`` is empty, so the trainer's optimiser never touches the discriminator;
   ``batchable = False``: ``vaelib.engine.fit_batched`` refuses it.
 
@@ -75,8 +77,10 @@ class AdversarialRegularizer(Objective):
             for moment in _MOMENTS:
                 self.discriminator_optimizer_state.register_buffer(f"{key}_{moment}", torch.zeros_like(p))
             self.discriminator_optimizer_state.register_buffer(f"{key}_step", torch.tensor(0.0))
-        self._optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr, betas=DISCRIMINATOR_BETAS)
-        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        # foreach: one update for all of the discriminator's tensors (the same numbers, less overhead)
+        self._optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr, betas=DISCRIMINATOR_BETAS,
+                                           foreach=True)
+        self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, out: ModelOutput) -> Terms:
         z = out.z
@@ -88,20 +92,22 @@ class AdversarialRegularizer(Objective):
         adversarial = self.generator_loss(z)
         prior = self.draw_prior(len(z), like=z)
         codes = z.detach()
-        with torch.no_grad():
-            discriminator = self.discriminator_loss(codes, prior)
-        self._pending = (codes, prior)
+        discriminator = self.discriminator_loss(codes, prior)  # a graph of its own: after_step's
+        self._pending = (codes, prior, discriminator)
         return {"loss": recon + self.weight * adversarial, "recon": recon, "adversarial": adversarial,
-                "discriminator": discriminator}
+                "discriminator": discriminator.detach()}
 
     def after_step(self, terms: Terms) -> None:
         """Train the discriminator one step on the codes and prior draws of the last ``forward``."""
         if self._pending is None:
             raise RuntimeError("after_step trains the discriminator on the codes of the last forward call; "
                                "call the objective on a batch first")
-        codes, prior = self._pending
+        codes, prior, loss = self._pending
         self._pending = None
-        self.step_discriminator(codes, prior)
+        if loss.requires_grad:
+            self._step(loss)
+        else:  # the forward pass ran without gradients
+            self.step_discriminator(codes, prior)
 
     def trainer_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """None: the discriminator is trained by this objective's own optimiser, in ``after_step``."""
@@ -126,12 +132,16 @@ class AdversarialRegularizer(Objective):
     def step_discriminator(self, codes: torch.Tensor, prior: torch.Tensor) -> float:
         """One Adam step of the discriminator on fixed codes and prior draws; its loss before the step."""
         loss = self.discriminator_loss(codes.detach(), prior.detach())
+        self._step(loss)
+        return loss.item()
+
+    def _step(self, loss: torch.Tensor) -> None:
+        """One Adam step of the discriminator down the gradient of ``loss``."""
         self._optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._link_optimizer_state()
         self._optimizer.step()
         self._optimizer.zero_grad(set_to_none=True)
-        return loss.item()
 
     def draw_prior(self, n: int, like: torch.Tensor | None = None) -> torch.Tensor:
         """n draws from N(0, I), shape (n, latent_dim), from the objective's own generator (its state
