@@ -5,8 +5,10 @@ One job per module, roughly from the foundations up (imports run one way:
 
 * ``seeding`` (one seed for every source of randomness), ``threads`` (vaelib's own thread counts),
   ``_checks`` (argument checks), ``_io`` (files written atomically, read only when regular),
-  ``limits`` (work and memory estimated before the work starts);
-* ``data`` (data sets), ``readers`` (a user's own files, checked before anything is allocated), ``nn`` (building blocks), ``models``
+  ``limits`` (work and memory estimated before the work starts), ``warning_types`` (the categories
+  of vaelib's warnings about a run, one per finding);
+* ``data`` (data sets), ``readers`` (a user's own files, checked before anything is allocated), ``scaling`` (per-feature
+  standardisation kept with the model, and when data needs it), ``nn`` (building blocks), ``models``
   (architectures, the ``ModelOutput`` protocol and the registry), ``losses`` (terms),
   ``objectives`` (what is minimised, each written once), ``probability`` (entropy, KL divergences,
   MLE/MAP regression, a closed-form latent-variable toy), ``pca`` (PCA and probabilistic PCA);
@@ -18,13 +20,15 @@ One job per module, roughly from the foundations up (imports run one way:
   adversarial autoencoder's regulariser), ``gradients`` (the score-function and reparameterised
   estimators of an encoder's gradient);
 * ``estimators`` (log-likelihood estimates: IWAE, exact pPCA), ``evaluation`` (held-out error,
-  linear probes, novelty scores), ``metrics`` (sample quality: distance to a known surface,
+  linear probes, novelty scores), ``diagnostics`` (what a finished run shows: posterior collapse, a
+  multiplier at its clamp, a rising held-out loss), ``export`` (a model as ``torch.export`` programs
+  that run without vaelib), ``metrics`` (sample quality: distance to a known surface,
   coverage, MMD, energy distance), ``claims`` (comparisons over seeds, in combined standard errors);
 * ``experiments`` (one module per reproduced experiment), ``sweep`` (grids of experiments on a Dask
   cluster, resumable);
 * ``tables`` (result tables for a terminal, README or page), ``plots`` (the book's figures),
   ``interactive`` (3-D figures a reader can turn), ``source`` (vaelib's own source on a page);
-* ``cli`` (``python -m vaelib``: train, sample, evaluate, reproduce, sweep).
+* ``cli`` (``python -m vaelib``: train, sample, encode, evaluate, export, reproduce, sweep).
 """
 from __future__ import annotations
 
@@ -46,6 +50,8 @@ _PUBLIC = {
     "vaelib.checkpoint": ("CheckpointError", "load_checkpoint", "save_checkpoint"),
     "vaelib.runs": ("History", "TrainingDiverged", "TrainingSettings"),
     "vaelib.train": ("fit",),
+    "vaelib.scaling": ("Scaling",),
+    "vaelib.diagnostics": ("diagnose",),
     "vaelib.engine": ("fit_batched",),
 }
 _HOME = {name: module for module, names in _PUBLIC.items() for name in names}
@@ -62,6 +68,8 @@ if TYPE_CHECKING:
     from vaelib.pretrain import pretrain_layerwise
     from vaelib.runs import History, TrainingDiverged, TrainingSettings
     from vaelib.seeding import seed_everything
+    from vaelib.diagnostics import diagnose
+    from vaelib.scaling import Scaling
     from vaelib.train import fit
 
 
@@ -89,4 +97,4 @@ __all__ = ["VAE", "Autoencoder", "ELBO", "GECO", "SigmaVAE", "make_objective", "
            "ConvAutoencoder", "DenoisingAutoencoder", "SparseAutoencoder", "TiedAutoencoder",
            "SparseReconstruction", "pretrain_layerwise", "ContractiveAutoencoder", "ContractiveReconstruction",
            "CheckpointError", "load_checkpoint", "load_model", "register_model", "save_checkpoint", "fit_batched",
-           "AAE", "CVAE", "AdversarialRegularizer", "append_labels"]
+           "AAE", "CVAE", "AdversarialRegularizer", "append_labels", "Scaling", "diagnose"]

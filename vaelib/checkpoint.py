@@ -12,7 +12,9 @@ Two kinds of file share one layout, a ``safetensors`` file whose header metadata
   states of the random generators: ``torch``, the global one, and ``order``, fit's data order).
   ``meta`` holds the model's class and constructor arguments, the objective's and optimiser's
   classes, the optimiser's hyper-parameters, the history, the settings of the ``fit`` call and the
-  run's fingerprint (see ``vaelib.runs.settings_fingerprint``), which resuming compares.
+  run's fingerprint (see ``vaelib.runs.settings_fingerprint``), which resuming compares, and, when
+  the model was trained on standardised data, the ``scaling`` (``vaelib.scaling.Scaling``: each
+  feature's mean and scale), so that its samples and scores come back in the data's units.
 * a **training state** (format ``"vaelib-training-state"``, version 1) holds any nested state of
   dicts, lists, tuples, tensors and JSON values (``save_state``, ``load_state``):
   ``vaelib.engine.fit_batched`` keeps every run's state in one. Its tensors are named by their
@@ -53,6 +55,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from vaelib import _io
+from vaelib.scaling import Scaling
 
 FORMAT = "vaelib-checkpoint"
 VERSION = 1
@@ -86,6 +89,7 @@ class Checkpoint:
     rng_state: dict[str, torch.Tensor]
     fit_settings: dict | None
     fingerprint: dict | None = None
+    scaling: Scaling | None = None
 
     def restore(self, model: nn.Module, objective: nn.Module | None = None,
                 optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -123,13 +127,15 @@ class Checkpoint:
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, objective: nn.Module | None = None,
                     optimizer: torch.optim.Optimizer | None = None, history=None,
                     rng_state: Mapping[str, torch.Tensor] | None = None,
-                    fit_settings: Mapping | None = None, fingerprint: Mapping | None = None) -> Path:
+                    fit_settings: Mapping | None = None, fingerprint: Mapping | None = None,
+                    scaling: Scaling | None = None) -> Path:
     """Write a checkpoint atomically (``vaelib._io``): the old file at ``path``, if any, stays whole
     until the new one is complete on disk.
 
     ``history`` is a ``vaelib.History`` or a dict of per-epoch lists; ``rng_state`` maps names to
     generator states (``torch.get_rng_state()``, ``generator.get_state()``); ``fit_settings`` and
-    ``fingerprint`` are JSON-able dicts recorded for ``fit``'s resume checks. Returns the path.
+    ``fingerprint`` are JSON-able dicts recorded for ``fit``'s resume checks; ``scaling`` the
+    standardisation the model's data went through (``vaelib.scaling.Scaling``). Returns the path.
     """
     path = _io.check_writable(path, "the checkpoint", probe=False)
     if not isinstance(model, nn.Module):
@@ -138,6 +144,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, objective: nn.
         raise TypeError(f"objective must be a torch.nn.Module or None, got {type(objective).__name__}")
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+    if scaling is not None and not isinstance(scaling, Scaling):
+        raise TypeError(f"scaling must be a vaelib.scaling.Scaling or None, got {type(scaling).__name__}")
     tensors: dict[str, torch.Tensor] = {}
     meta = {
         "model": {"class": type(model).__name__,
@@ -152,6 +160,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, objective: nn.
         "fingerprint": _jsonable("fingerprint", None if fingerprint is None else dict(fingerprint)),
         "torch_version": torch.__version__,
     }
+    if scaling is not None:  # only then: files without it stay as they were
+        meta["scaling"] = scaling.to_dict()
     for name, state in (rng_state or {}).items():
         tensors[f"rng.{name}"] = state
     return _write(path, FORMAT, VERSION, _to_json("checkpoint metadata", meta), tensors, "the checkpoint")
@@ -185,7 +195,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         optimizer_state=None if optimizer is None else _join_optimizer_state(path, optimizer,
                                                                               groups.get("optimizer", {})),
         history=meta["history"], rng_state=groups.get("rng", {}), fit_settings=meta["fit"],
-        fingerprint=meta.get("fingerprint"))
+        fingerprint=meta.get("fingerprint"), scaling=_scaling(path, meta.get("scaling")))
 
 
 def save_state(path: str | os.PathLike, state: Mapping, *, content: str) -> Path:
@@ -468,6 +478,15 @@ def _checkpoint_meta(path: Path, meta) -> dict:
     need(meta["fit"], (dict, type(None)), "fit")
     need(meta.get("fingerprint"), (dict, type(None)), "fingerprint")
     return meta
+
+
+def _scaling(path: Path, value) -> Scaling | None:
+    if value is None:
+        return None
+    try:
+        return Scaling.from_dict(value)
+    except ValueError as exc:
+        raise CheckpointError(f"{path} is not a valid checkpoint: its scaling is invalid ({exc})") from None
 
 
 def _decode_tree(path: Path, value, tensors: Mapping[str, torch.Tensor], used: set, where: str):

@@ -427,6 +427,12 @@ class GECO(ConstrainedObjective):
     kappa and shrinks once it is better, so the model spends on the KL only what kappa allows. A
     practitioner states the reconstruction they need (kappa, in R's units) instead of tuning beta.
 
+    Units: kappa is in the units of R, the reconstruction term per point: a squared error summed
+    over the features for a Gaussian decoder (squared data units), nats for a Bernoulli one. On a
+    scale of its own data a kappa is easier to choose relatively: ``relative_kappa(x, fraction)``
+    gives fraction·sum_j Var(x_j), the squared error that leaves that fraction of x's variance
+    unexplained (the error of always predicting the mean is sum_j Var(x_j)).
+
     ``rate`` times |R - kappa| is how far log alpha moves in one step: the default 0.03 suits
     reconstruction errors of order 0.01 to 1 (the book's cosine data, where a rate of 0.3 already
     makes alpha swing between its floor and hundreds); scale it down for an R in larger units (a
@@ -439,6 +445,16 @@ class GECO(ConstrainedObjective):
                          alpha_init=alpha_init, alpha_rule=alpha_rule, kl_reduction=kl_reduction,
                          geco_ema=ema, geco_rate=rate, bound_name="kappa")
         self.kappa = self.bound
+
+
+def relative_kappa(x: torch.Tensor, fraction: float) -> float:
+    """GECO's kappa for a Gaussian decoder as a fraction of the data's variance: fraction times
+    sum_j Var(x_j) over the columns of x (the squared error per point of predicting each column's
+    mean), so ``fraction=0.1`` asks the reconstruction to explain 90% of the variance."""
+    fraction = _checks.positive_float("fraction", fraction)
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or len(x) < 2:
+        raise ValueError("x must be a tensor of shape (n, d) with n >= 2 to measure its variance")
+    return fraction * x.detach().double().var(dim=0, correction=0).sum().item()
 
 
 SPARSITY_PENALTIES = ("l1", "kl")

@@ -40,13 +40,14 @@ from tqdm.auto import tqdm
 from vaelib import _checks, threads
 from vaelib.checkpoint import CheckpointError, check_generator_state, load_checkpoint, save_checkpoint
 from vaelib.objectives import Objective
+from vaelib.scaling import Scaling
 # The rules every run obeys live in vaelib.runs; the names below stay importable from here too.
 from vaelib.runs import (OPTIMIZERS, RESUME_MUST_MATCH, History, TrainingDiverged, TrainingSettings,
                          changed_setup_message, check_checkpoint_paths, check_data_dtype, check_decoder_range,
                          check_file_arguments, check_lr, data_sha256, fingerprint_differences, resolve_device,
                          settings_fingerprint, training_settings)
 
-__all__ = ["History", "TrainingDiverged", "TrainingSettings", "fit"]
+__all__ = ["History", "TrainingDiverged", "TrainingSettings", "fit", "heldout_terms"]
 
 
 @dataclass
@@ -95,7 +96,9 @@ def fit(model: nn.Module, objective: Objective, x: torch.Tensor, settings: Train
         device: str | torch.device | None = None,
         on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
         checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
-        resume_from: str | os.PathLike[str] | None = None, overwrite: bool = False) -> History:
+        resume_from: str | os.PathLike[str] | None = None, overwrite: bool = False,
+        scaling: Scaling | None = None, heldout: torch.Tensor | None = None, patience: int | None = None,
+        lr_schedule: str | None = None) -> History:
     """Train ``model`` by minimising ``objective`` on the rows of ``x`` with minibatches.
 
     The run's settings are ``settings`` (a ``vaelib.TrainingSettings``; default
@@ -115,7 +118,18 @@ def fit(model: nn.Module, objective: Objective, x: torch.Tensor, settings: Train
     stays the total, so ``fit(..., epochs=200, resume_from=f)`` after 120 saved epochs trains 80
     more. The model and objective must be built as before, and batch size, optimiser, seed and data
     must be the same: anything else raises ``CheckpointError`` naming what differs (a different
-    ``lr`` is allowed, e.g. to continue a diverged run with a smaller step).
+    ``lr`` is allowed, e.g. to continue a diverged run with a smaller step). ``scaling``: the
+    ``vaelib.scaling.Scaling`` that standardised x, recorded in the checkpoint (not applied here).
+
+    ``heldout``: rows scored after every epoch (``heldout_terms``: the objective in evaluation
+    mode, its noise seeded by the run's seed); the history gets their terms as ``heldout_loss``,
+    ``heldout_recon``, ... ``patience``: with ``heldout``, stop when the held-out loss has not
+    improved for that many epochs, and put the model, objective, optimiser and history back to the
+    best epoch (the checkpoint too), so that the run ends with its best weights.
+    ``lr_schedule``: ``"cosine"`` (``torch.optim.lr_scheduler.CosineAnnealingLR`` over ``epochs``)
+    or ``"plateau"`` (``ReduceLROnPlateau`` with torch's defaults, on the held-out loss when there
+    is one, else the training loss), stepped once per epoch; the history gets each epoch's ``lr``.
+    A schedule's state is not in the checkpoint, so a run with one cannot be resumed.
 
     The caller's random state is left as it was: the run draws from generators of its own (PyTorch's
     global one is forked for the run and restored afterwards), and PyTorch runs on
@@ -125,6 +139,10 @@ def fit(model: nn.Module, objective: Objective, x: torch.Tensor, settings: Train
     """
     x = _checks.data_matrix("x", x).detach()  # the data is not trained: no gradient flows into it
     _check_fit_arguments(model, objective, on_epoch_end)
+    if scaling is not None and (not isinstance(scaling, Scaling) or scaling.features != x.shape[1]):
+        raise TypeError(f"scaling must be a vaelib.scaling.Scaling of x's {x.shape[1]} columns or None, got "
+                        f"{scaling!r:.80}")
+    heldout = _checked_heldout(heldout, patience, lr_schedule, resume_from, x)
     run = training_settings(settings, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed,
                             device=device)
     if run.backend == "kernel":
@@ -137,13 +155,15 @@ def fit(model: nn.Module, objective: Objective, x: torch.Tensor, settings: Train
     check_checkpoint_paths(checkpoint, resume_from, overwrite)
     with torch.random.fork_rng(devices=[where] if where.type == "cuda" else []), threads.limited():
         return _fit(model, objective, x, run, progress, where, on_epoch_end, checkpoint, checkpoint_every,
-                    resume_from)
+                    resume_from, scaling, _Extras(heldout, patience, lr_schedule))
 
 
 def _fit(model: nn.Module, objective: Objective, x: torch.Tensor, run: TrainingSettings, progress: bool,
          device: torch.device, on_epoch_end: Callable[[int, dict[str, float]], None] | None,
          checkpoint: str | os.PathLike[str] | None, checkpoint_every: int,
-         resume_from: str | os.PathLike[str] | None) -> History:
+         resume_from: str | os.PathLike[str] | None, scaling: Scaling | None = None,
+         extras: _Extras | None = None) -> History:
+    extras = extras or _Extras()
     model.to(device).train()  # training mode: e.g. a denoising model corrupts its input only here
     objective.to(device)
     x = x.to(device)
@@ -168,9 +188,12 @@ def _fit(model: nn.Module, objective: Objective, x: torch.Tensor, run: TrainingS
     def save(rng: dict[str, torch.Tensor]) -> None:
         assert checkpoint is not None
         save_checkpoint(checkpoint, model, objective=objective, optimizer=opt, history=history,
-                        rng_state=rng, fit_settings=settings, fingerprint=fingerprint)
+                        rng_state=rng, fit_settings=settings, fingerprint=fingerprint, scaling=scaling)
 
     epochs = run.epochs
+    schedule = extras.schedule(opt, epochs)
+    heldout = None if extras.heldout is None else extras.heldout.to(device)
+    best = _Best.of(history)
     bar = tqdm(range(len(history), epochs), initial=len(history), total=epochs, desc="training",
                disable=not progress, leave=False)
     for epoch in bar:
@@ -183,13 +206,105 @@ def _fit(model: nn.Module, objective: Objective, x: torch.Tensor, run: TrainingS
                 save(start.rng)
             raise TrainingDiverged(_diverged_message(epoch + 1, bad, len(history), checkpoint), history,
                                    epoch=epoch + 1, step=bad.step, term=bad.term) from None
+        if heldout is not None:
+            means.update({f"heldout_{name}": v for name, v in heldout_terms(model, objective, heldout, run.seed).items()})
+        if schedule is not None:
+            means["lr"] = opt.param_groups[0]["lr"]
+            _step(schedule, means)
         history.append(means)
         bar.set_postfix(loss=f"{means['loss']:.4g}")
         if on_epoch_end is not None:
             on_epoch_end(epoch, means)
+        if heldout is not None and means["heldout_loss"] < best.loss:
+            best = _Best(means["heldout_loss"], len(history), _TrainingState.capture(model, objective, opt,
+                                                                                     order_rng, device))
+        if extras.patience is not None and len(history) - best.epoch >= extras.patience and best.state is not None:
+            best.state.restore(model, objective, opt)
+            for values in history.terms.values():
+                del values[best.epoch:]
+            if checkpoint is not None:
+                save(best.state.rng)
+            break
         if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
             save(_rng_state(order_rng, device))  # after the callback: it may draw random numbers too
     return history
+
+
+@dataclass
+class _Extras:
+    """What a run may add to the loop: held-out rows, early stopping, a learning-rate schedule."""
+
+    heldout: torch.Tensor | None = None
+    patience: int | None = None
+    lr_schedule: str | None = None
+
+    def schedule(self, opt: torch.optim.Optimizer, epochs: int) -> Any:
+        if self.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+        if self.lr_schedule == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+        return None
+
+
+@dataclass
+class _Best:
+    """The epoch (1-based) with the lowest held-out loss so far, and the state at its end."""
+
+    loss: float = math.inf
+    epoch: int = 0
+    state: _TrainingState | None = None
+
+    @classmethod
+    def of(cls, history: History) -> _Best:
+        """The best epoch of a resumed history (its state is not kept: the run continues from its end)."""
+        losses = history.terms.get("heldout_loss", [])
+        if not losses:
+            return cls()
+        best = min(range(len(losses)), key=losses.__getitem__)
+        return cls(losses[best], best + 1)
+
+
+LR_SCHEDULES = ("cosine", "plateau")
+
+
+def _step(schedule: Any, means: dict[str, float]) -> None:
+    if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        schedule.step(means.get("heldout_loss", means["loss"]))
+    else:
+        schedule.step()
+
+
+def _checked_heldout(heldout: object, patience: object, lr_schedule: object, resume_from: object,
+                     x: torch.Tensor) -> torch.Tensor | None:
+    if heldout is not None:
+        heldout = _checks.data_matrix("heldout", heldout, x.shape[1]).detach()
+        if heldout.dtype != x.dtype:
+            raise TypeError(f"heldout has dtype {heldout.dtype}, x {x.dtype}; give both the same dtype")
+    if patience is not None:
+        _checks.positive_int("patience", patience)
+        if heldout is None:
+            raise ValueError("patience stops training when the held-out loss stops improving: give heldout rows too")
+    if lr_schedule is not None:
+        _checks.one_of("lr_schedule", lr_schedule, LR_SCHEDULES)
+        if resume_from is not None:
+            raise ValueError("a run with an lr_schedule cannot be resumed: the schedule's state is not in the "
+                             "checkpoint; train it anew")
+    return heldout
+
+
+@torch.no_grad()
+def heldout_terms(model: nn.Module, objective: Objective, x: torch.Tensor, seed: int) -> dict[str, float]:
+    """The objective's terms on held-out rows x, the model in evaluation mode, its noise drawn from
+    PyTorch's generator seeded with ``seed`` inside a fork (the caller's random state is untouched)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            terms = objective(x, model(x))
+    finally:
+        model.train(was_training)
+    return {name: value.item() for name, value in terms.items()}
 
 
 def _run_epoch(model: nn.Module, objective: Objective, x: torch.Tensor, opt: torch.optim.Optimizer,

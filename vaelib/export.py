@@ -1,0 +1,80 @@
+"""A trained model as files that run without vaelib: ``torch.export`` programs (``.pt2``).
+
+``export_model(model, path_prefix, scaling=None)`` writes two programs beside each other:
+
+* ``PREFIX.encoder.pt2``: rows of data (n, d) -> the code: a VAE's posterior mean and
+  log-variance, ``(mu, logvar)``, an autoencoder's code;
+* ``PREFIX.decoder.pt2``: codes (n, k) -> the decoder's mean of x (a Bernoulli decoder's pixel
+  probabilities);
+
+with the model's ``Scaling`` folded in, so both speak the data's own units. Anyone with PyTorch
+runs them, no vaelib needed::
+
+    encoder = torch.export.load("run.encoder.pt2").module()
+    mu, logvar = encoder(x)
+
+Why torch.export and not ONNX: the ONNX exporter of torch 2.13 needs the ``onnx`` and
+``onnxscript`` packages and running the file needs ``onnxruntime``, none of which the pinned
+requirements hold; a ``.pt2`` file needs PyTorch alone. (``torch.jit.script`` cannot compile the
+models, whose ``forward`` returns a ``ModelOutput`` dataclass.) The batch size is dynamic.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vaelib import _io
+from vaelib.scaling import Scaling
+
+
+class _Encoder(nn.Module):
+    def __init__(self, model: nn.Module, scaling: Scaling | None):
+        super().__init__()
+        self.model = model
+        self.mean, self.scale = _scaling_tensors(model, scaling)
+
+    def forward(self, x: torch.Tensor):
+        return self.model.encode((x - self.mean) / self.scale)  # type: ignore[operator]
+
+
+class _Decoder(nn.Module):
+    def __init__(self, model: nn.Module, scaling: Scaling | None):
+        super().__init__()
+        self.model = model
+        self.mean, self.scale = _scaling_tensors(model, scaling)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(z) * self.scale + self.mean  # type: ignore[operator]
+
+
+def _scaling_tensors(model: nn.Module, scaling: Scaling | None) -> tuple[torch.Tensor, torch.Tensor]:
+    width = int(model.in_dim)  # type: ignore[arg-type]
+    if scaling is None:
+        return torch.zeros(width), torch.ones(width)
+    return torch.tensor(scaling.mean, dtype=torch.float32), torch.tensor(scaling.scale, dtype=torch.float32)
+
+
+def export_model(model: nn.Module, path_prefix: str | os.PathLike[str], scaling: Scaling | None = None) -> list[Path]:
+    """Write ``PREFIX.encoder.pt2`` and ``PREFIX.decoder.pt2`` (see the module's docstring), each
+    together and atomically; returns their paths. The model needs ``in_dim``, ``latent_dim``, ``encode`` and
+    ``decode`` (vaelib's VAE and autoencoders have them)."""
+    missing = [name for name in ("in_dim", "latent_dim", "encode", "decode") if not hasattr(model, name)]
+    if missing:
+        raise TypeError(f"{type(model).__name__} cannot be exported: it has no {', '.join(missing)}")
+    prefix = Path(path_prefix)
+    model = model.cpu().eval()
+    batch = torch.export.Dim("batch", min=1)
+    widths: dict[str, Any] = {"encoder": model.in_dim, "decoder": model.latent_dim}
+    contents = {}
+    for part, module in (("encoder", _Encoder(model, scaling)), ("decoder", _Decoder(model, scaling))):
+        example = torch.zeros(2, int(widths[part]))
+        program = torch.export.export(module.eval(), (example,), dynamic_shapes=({0: batch},))
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer)
+        contents[prefix.with_name(f"{prefix.name}.{part}.pt2")] = buffer.getvalue()
+    return _io.write_files(contents, what="the exported model")  # both files or neither
