@@ -96,7 +96,7 @@ def test_train_sample_evaluate_on_a_csv_file(files):
     assert scores["iwae"] == pytest.approx(bound(20), rel=1e-6)
     assert scores["elbo"] == pytest.approx(bound(1), rel=1e-6)
     assert scores["iwae"] > scores["elbo"]  # for this seed: the k = 20 bound lies above the one-sample ELBO
-    assert scores["reconstruction_error"] == pytest.approx(heldout_error(model, x_test), rel=1e-6)
+    assert scores["squared_error"] == pytest.approx(heldout_error(model, x_test), rel=1e-6)
 
 
 def test_train_from_a_config_file_on_an_npy_file_then_evaluate_to_stdout(files):
@@ -113,8 +113,10 @@ def test_train_from_a_config_file_on_an_npy_file_then_evaluate_to_stdout(files):
     assert scored.returncode == 0, scored.stderr
     scores = json.loads(scored.stdout)
     assert scores["model"] == "Autoencoder" and scores["elbo"] is None and scores["iwae"] is None
-    assert scores["reconstruction_error"] == pytest.approx(
-        heldout_error(vaelib.load_model(files / "ae.ckpt"), load_array(files / "train.npy")), rel=1e-6)
+    scaling = vaelib.load_checkpoint(files / "ae.ckpt").scaling  # the example says standardize = true
+    assert scores["standardized"] and scaling is not None
+    assert scores["squared_error"] == pytest.approx(
+        heldout_error(vaelib.load_model(files / "ae.ckpt"), scaling.apply(load_array(files / "train.npy"))), rel=1e-6)
 
     refused = vaelib_command("sample", "ae.ckpt", "-n", 5, "--out", "s.npy", cwd=files)
     assert refused.returncode == 2
@@ -181,6 +183,13 @@ BAD_FILES = {
     (["evaluate", "train.npy", "--data", "train.csv"], "not a checkpoint"),
     (["evaluate", "run.ckpt", "--data", "train.csv", "--json", "scores.txt"], "must end in .json"),
     (["evaluate", "run.ckpt", "--data", "train.csv", "-k", "0"], "expected a positive integer"),
+    (["evaluate", "run.ckpt", "--data", "train.csv", "--per-point", "p.json"], "--per-point 'p.json' must end in .csv"),
+    (["encode", "run.ckpt", "--data", "wide.csv", "--out", "c.npy"], "wide.csv has 4 columns"),
+    (["encode", "run.ckpt", "--data", "train.csv", "--out", "c.txt"], "must end in .npy or .csv"),
+    (["train", "train.csv", "--checkpoint", "r.ckpt", "--decoder", "bernoulli", "--standardize"],
+     "--standardize gives values outside [0, 1]"),
+    (["train", "train.csv", "--checkpoint", "r.ckpt", "--columns", "x", "nope"], "names the column 'nope'"),
+    (["train", "train.csv", "--checkpoint", "r.ckpt", "--import", "no_such_module"], "No module named"),
 ])
 def test_every_bad_input_is_one_line_and_status_2(trained_folder, tmp_path, capsys, monkeypatch, args, message):
     shutil.copytree(trained_folder, tmp_path, dirs_exist_ok=True)

@@ -6,6 +6,10 @@ and an example) and ``run(args) -> int`` (the exit status). ``COMMANDS`` lists t
 numeric argument types, and ``fail`` for one-line errors after parsing.
 
 Exit statuses: 0 done, 1 training diverged, 2 bad input (arguments, files, data), 130 interrupted.
+
+``--import MODULE`` (train, sample, encode, evaluate) imports a module of the user's before the
+command runs, so that the model classes it registers (``vaelib.register_model``) can be trained,
+loaded and scored by name. It runs that module's code: name only modules you trust.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ("train", "sample", "evaluate", "reproduce", "sweep")
+COMMANDS = ("train", "sample", "encode", "evaluate", "export", "reproduce", "sweep")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -50,6 +54,25 @@ def fail(command: str, exc: BaseException | str, status: int) -> int:
     return status
 
 
+def add_import_flag(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--import", action="append", default=[], dest="imports", metavar="MODULE",
+                     help="import this module first (e.g. one that registers your model class with "
+                          "vaelib.register_model; found on PYTHONPATH or in the current folder); repeatable")
+
+
+def import_user_modules(names: list[str]) -> None:
+    """Import the modules given with ``--import``; a one-line ValueError for one that fails."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            raise ValueError(f"--import {name}: {exc}; run from the module's folder or add it to PYTHONPATH") from exc
+        except Exception as exc:  # the user's code: whatever it raises, one line
+            raise ValueError(f"--import {name}: importing it raised {type(exc).__name__}: {exc}") from exc
+
+
 def command_module(name: str):
     return importlib.import_module(f"vaelib.cli.{name}")
 
@@ -57,8 +80,11 @@ def command_module(name: str):
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser of ``python -m vaelib``, with every command's sub-parser, or only that of the
     command ``argv`` starts with: then only that command's imports run (a faster start)."""
+    from vaelib import __version__
+
     parser = OneLineParser(prog="vaelib", description="vaelib's command line: train, evaluate and sample VAEs "
                                                       "on your own data, and reproduce the book's experiments.")
+    parser.add_argument("--version", action="version", version=f"vaelib {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
     for name in [argv[0]] if argv and argv[0] in COMMANDS else COMMANDS:
         command_module(name).add_parser(commands)
@@ -73,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["MPLBACKEND"] = "Agg"  # figures go to files, no display needed; read when matplotlib loads
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
+    try:
+        import_user_modules(getattr(args, "imports", []))
+    except ValueError as exc:
+        return fail(args.command, exc, status=2)
     try:
         return command_module(args.command).run(args)
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (a command may say more itself)

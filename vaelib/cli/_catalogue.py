@@ -36,6 +36,7 @@ def live() -> dict[str, Any]:
     from vaelib.experiments.ko2023 import RUNNERS, Ko2023Config
     from vaelib.objectives import ALPHA_RULES, KL_REDUCTIONS, OBJECTIVES
     from vaelib.runs import OPTIMIZERS, TrainingSettings
+    from vaelib.train import LR_SCHEDULES
 
     training, ko2023 = TrainingSettings(), Ko2023Config()
     return {"objectives": list(OBJECTIVES), "optimizers": sorted(OPTIMIZERS),
@@ -43,7 +44,7 @@ def live() -> dict[str, Any]:
                                      if cls.__module__.startswith("vaelib.")),
             "training": {name: getattr(training, name) for name in ("epochs", "batch_size", "lr", "optimizer")},
             "ko2023": {name: getattr(ko2023, name) for name in KO2023_FLAGS}, "runners": sorted(RUNNERS),
-            "alpha_rules": list(ALPHA_RULES), "kl_reductions": list(KL_REDUCTIONS)}
+            "alpha_rules": list(ALPHA_RULES), "kl_reductions": list(KL_REDUCTIONS), "lr_schedules": list(LR_SCHEDULES)}
 
 
 def write() -> None:

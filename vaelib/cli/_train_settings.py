@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # imported where it is used: the command's --help needs no to
     from vaelib.runs import TrainingSettings
 
 SECTIONS = ("model", "objective", "training")
-TOP_LEVEL = ("seed", "holdout")
+TOP_LEVEL = ("seed", "holdout", "standardize", "patience", "lr_schedule")
 # The [training] keys the command takes: the fields of TrainingSettings but the seed (a top-level
 # setting: it also seeds the initial weights and the held-out split), the backend and the device
 # (the command trains with vaelib.fit on the CPU).
@@ -40,7 +40,8 @@ def tabular_models() -> dict[str, type]:
 
 def resolve_settings(args: argparse.Namespace, recorded: dict[str, Any] | None) -> dict[str, Any]:
     """The run's settings as one dict: ``seed``, ``holdout`` and the three sections."""
-    settings = {"seed": 0, "holdout": 0.0, "model": {}, "objective": {}, "training": {}}
+    settings: dict[str, Any] = {"seed": 0, "holdout": 0.0, "standardize": False, "patience": None,
+                                "lr_schedule": None, "model": {}, "objective": {}, "training": {}}
     if recorded is not None:
         merge(settings, {key: recorded[key] for key in (*TOP_LEVEL, *SECTIONS) if key in recorded})
     if args.config is not None:
@@ -90,8 +91,9 @@ def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
     model.update(key_values("--model-arg", args.model_arg))
     objective = {"name": args.objective_name, **key_values("--objective-arg", args.objective_arg)}
     training = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer}
-    layer = {"seed": args.seed, "holdout": args.holdout, "model": model, "objective": objective,
-             "training": training}
+    layer = {"seed": args.seed, "holdout": args.holdout, "standardize": args.standardize or None,
+             "patience": args.patience, "lr_schedule": args.lr_schedule, "model": model,
+             "objective": objective, "training": training}
     return {key: ({k: v for k, v in value.items() if v is not None} if key in SECTIONS else value)
             for key, value in layer.items() if value is not None}
 

@@ -1,10 +1,21 @@
 """``python -m vaelib evaluate``: score a trained model on a data file.
 
-Reports the reconstruction error (squared error per point, in squared data units) and, for a VAE,
-the ELBO and the IWAE estimate of log p(x) with k importance samples (``vaelib.estimators``), in
-nats per point. A log-likelihood needs the Gaussian decoder's variance; by default it is the one
-the training objective implies (``vaelib.evaluation.implied_decoder_variance``, read from the
-settings that ``train`` recorded beside the checkpoint), else 1/2, the plain ELBO's.
+Each quantity has one name and one unit:
+
+* ``squared_error``: the squared reconstruction error ||x - x_hat||^2 per point (at the posterior
+  mean, a Bernoulli decoder's pixel probabilities as x_hat), in squared units of the data the
+  model takes (standardised units for a model trained with ``--standardize``);
+* ``cross_entropy`` (Bernoulli decoders): -log p(x | z) at the posterior mean, summed over the
+  features, in nats per point: the ``recon`` term that training logs for such a model;
+* ``elbo`` and ``iwae`` (VAEs): the ELBO and the IWAE estimate of log p(x) with k importance
+  samples (``vaelib.estimators``), in nats per point of the data in its own units (for a
+  standardised model, minus the scaling's log-Jacobian, sum_j log scale_j).
+
+A Gaussian decoder's log-likelihood needs its variance: the one the training objective implies
+(``vaelib.evaluation.implied_decoder_variance``, read from the settings ``train`` recorded beside
+the checkpoint), for a sigma-VAE the one it learned (the square of its calibrated sigma in the
+last epoch, from the checkpoint's history), else 1/2, the plain ELBO's. Data a Bernoulli decoder
+cannot score (outside [0, 1]) is refused, as ``train`` refuses it.
 """
 from __future__ import annotations
 
@@ -12,25 +23,27 @@ import argparse
 import json
 from pathlib import Path
 
-from vaelib.cli import _files, fail, positive_float, positive_int, seed
+from vaelib.cli import add_import_flag, _data, _files, fail, positive_float, positive_int, seed
 
 DEFAULT_K = 100
 EXAMPLE = """examples:
   python -m vaelib evaluate run.ckpt --data test.csv
   python -m vaelib evaluate run.ckpt --data test.npy -k 1000 --json scores.json
+  python -m vaelib evaluate run.ckpt --data test.csv --per-point scores.csv   # one row per point
   python -m vaelib evaluate run.ckpt --data test.csv --json -          # JSON on stdout only"""
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
     cmd = commands.add_parser(
-        "evaluate", help="score a trained model on a data file: reconstruction error, ELBO, IWAE log p(x)",
+        "evaluate", help="score a trained model on a data file: squared error, ELBO, IWAE log p(x)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Score the model in a checkpoint on the rows of a data file (.npy, .csv or IDX, as\n"
-                    "for train): the reconstruction error (squared error per point) and, for a VAE, the\n"
-                    "ELBO and the importance-weighted (IWAE) estimate of log p(x) with k samples per\n"
-                    "point, in nats per point. Prints them, and writes them as JSON with --json. The\n"
-                    "Gaussian decoder's variance is by default the one the training objective implies\n"
-                    "(beta/2 for ELBO(beta)), read from the settings train wrote beside the checkpoint.",
+        description="Score the model in a checkpoint on the rows of a data file (as for train): the\n"
+                    "squared reconstruction error per point, for a Bernoulli decoder the cross-entropy\n"
+                    "(nats per point), and for a VAE the ELBO and the importance-weighted (IWAE)\n"
+                    "estimate of log p(x) with k samples per point, in nats per point. A model trained\n"
+                    "with --standardize scores the data through its scaling; log p(x) is then in the\n"
+                    "data's own units. The Gaussian decoder's variance is by default the one the\n"
+                    "training objective implies (beta/2 for ELBO(beta)), or the one a sigma-VAE learned.",
         epilog=EXAMPLE)
     cmd.add_argument("checkpoint", metavar="CKPT",
                      help="a checkpoint written by python -m vaelib train (or vaelib.fit)")
@@ -41,17 +54,28 @@ def add_parser(commands) -> argparse.ArgumentParser:
     cmd.add_argument("--seed", type=seed, default=0, help="seed of the samples drawn (default 0)")
     cmd.add_argument("--decoder-variance", type=positive_float, metavar="VAR",
                      help="variance of the Gaussian decoder p(x|z) (default: the one the training objective "
-                          "implies, else 0.5)")
+                          "implies or a sigma-VAE learned, else 0.5)")
     cmd.add_argument("--json", metavar="FILE", help="also write the scores as JSON to FILE; '-': JSON on stdout only")
+    cmd.add_argument("--per-point", metavar="FILE.csv",
+                     help="also write every point's scores, one row per point, as CSV")
+    _data.add_column_flags(cmd, "; default: those train used")
+    add_import_flag(cmd)
     return cmd
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         json_path = None if args.json in (None, "-") else _files.output_file(args.json, "--json", (".json",))
-        scores = evaluate(Path(args.checkpoint), Path(args.data), args.k, args.seed, args.decoder_variance)
+        per_point_path = (None if args.per_point is None
+                          else _files.output_file(args.per_point, "--per-point", (".csv",)))
+        checkpoint = Path(args.checkpoint)
+        selection = _data.flag_selection(args) or _data.recorded_selection(checkpoint)
+        scores, per_point = evaluate(checkpoint, Path(args.data), args.k, args.seed, args.decoder_variance,
+                                     selection)
         if json_path is not None:
             _files.write_json(json_path, scores)
+        if per_point_path is not None:
+            _files.write_table(per_point_path, [dict(zip(per_point, row)) for row in zip(*per_point.values())])
     except (ValueError, TypeError, OSError) as exc:
         return fail(args.command, exc, status=2)
     if args.json == "-":
@@ -61,66 +85,56 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate(checkpoint: Path, data: Path, k: int, seed: int, decoder_variance: float | None) -> dict:
-    """The scores as a JSON-able dict (see the module's docstring)."""
+def evaluate(checkpoint: Path, data: Path, k: int, seed: int, decoder_variance: float | None,
+             selection: dict | None = None) -> tuple[dict, dict[str, list[float]]]:
+    """The scores as a JSON-able dict (see the module's docstring), and the per-point scores by name."""
     import torch
 
-    from vaelib.data import load_array
     from vaelib.estimators import DEFAULT_DECODER_VARIANCE, iwae_bound
-    from vaelib.evaluation import heldout_error
-    from vaelib.models import VAE, load_model
+    from vaelib.evaluation import reconstruction_errors
+    from vaelib.losses import bernoulli_nll
+    from vaelib.models import VAE
 
-    model = load_model(checkpoint)
-    x = load_array(data)
-    width = getattr(model, "in_dim", None)
-    if width is not None and x.shape[1] != width:
-        raise ValueError(f"{data} has {x.shape[1]} columns, but the {type(model).__name__} in {checkpoint} takes "
-                         f"{width}; score it on data with the columns it was trained on")
-    model.eval()
+    model, scaling = _data.trained_model(checkpoint)
+    x = _data.model_input(model, scaling, _data.read_data(data, selection or {}), data, checkpoint)
+    per_point = {"squared_error": reconstruction_errors(model, x)}
     scores = {"checkpoint": str(checkpoint), "data": str(data), "points": len(x), "model": type(model).__name__,
-              "reconstruction_error": heldout_error(model, x), "elbo": None, "iwae": None, "k": None,
-              "decoder_variance": None, "decoder_variance_source": None, "seed": seed}
+              "standardized": scaling is not None, "squared_error": None, "cross_entropy": None, "elbo": None,
+              "iwae": None, "k": None, "decoder_variance": None, "decoder_variance_source": None, "seed": seed}
     if isinstance(model, VAE):
-        variance, source = DEFAULT_DECODER_VARIANCE, None  # a Bernoulli decoder has no variance
+        if model.decoder_kind == "bernoulli":
+            with torch.no_grad():
+                mu, _ = model.encode(x)
+                per_point["cross_entropy"] = bernoulli_nll(model.decoder(mu), x)
+        variance = DEFAULT_DECODER_VARIANCE  # a Bernoulli decoder has no variance
         if model.decoder_kind == "gaussian":
             variance, source = ((decoder_variance, "given") if decoder_variance is not None
-                                else implied_variance(checkpoint, model))
+                                else _data.decoder_variance(checkpoint, model))
             scores.update(decoder_variance=variance, decoder_variance_source=source)
+        shift = 0.0 if scaling is None else scaling.log_jacobian()  # log p in the data's own units
 
-        def bound(samples: int) -> float:
+        def bound(samples: int) -> torch.Tensor:
             generator = torch.Generator().manual_seed(seed)
-            return iwae_bound(model, x, samples, decoder_variance=variance, generator=generator).mean().item()
+            return iwae_bound(model, x, samples, decoder_variance=variance, generator=generator) - shift
 
-        scores.update(elbo=bound(1), iwae=bound(k), k=k)
-    return scores
-
-
-def implied_variance(checkpoint: Path, model) -> tuple[float, str]:
-    """The decoder variance the training objective implies, and where it came from."""
-    from vaelib.checkpoint import load_checkpoint
-    from vaelib.estimators import DEFAULT_DECODER_VARIANCE
-    from vaelib.evaluation import implied_decoder_variance
-    from vaelib.objectives import make_objective
-
-    settings = _files.read_settings(checkpoint)
-    if settings is None:
-        return DEFAULT_DECODER_VARIANCE, "default: no settings recorded beside the checkpoint"
-    objective_settings = dict(settings.get("objective", {}))
-    name = objective_settings.pop("name", None)
-    objective = make_objective(name, **objective_settings)
-    load_checkpoint(checkpoint).restore(model, objective)
-    variance = implied_decoder_variance(objective)
-    if variance is None:
-        return DEFAULT_DECODER_VARIANCE, f"default: the {name!r} objective implies no fixed variance"
-    return variance, f"implied by the training objective {name!r}"
+        per_point.update(elbo=bound(1), iwae=bound(k))
+        scores["k"] = k
+    for name, values in per_point.items():
+        scores[name] = values.mean().item()
+    return scores, {name: values.tolist() for name, values in per_point.items()}
 
 
 def scores_text(scores: dict) -> str:
     lines = [f"{scores['model']} from {scores['checkpoint']} on {scores['points']} points of {scores['data']}:",
-             f"  reconstruction error  {scores['reconstruction_error']:.6g}  (squared error per point)"]
+             f"  squared error         {scores['squared_error']:.6g}  per point, in "
+             f"{'standardised' if scores['standardized'] else 'the data' + chr(39) + 's'} units squared"]
+    if scores["cross_entropy"] is not None:
+        lines.append(f"  cross-entropy         {scores['cross_entropy']:.6g}  nats per point (-log p(x|z) at the "
+                     "posterior mean)")
     if scores["elbo"] is not None:
-        lines += [f"  ELBO                  {scores['elbo']:.6g}  nats per point (one sample per point)",
-                  f"  IWAE log p(x), k={scores['k']:<4} {scores['iwae']:.6g}  nats per point"]
+        units = "nats per point" + (" (the data's own units)" if scores["standardized"] else "")
+        lines += [f"  ELBO                  {scores['elbo']:.6g}  {units}, one sample per point",
+                  f"  IWAE log p(x), k={scores['k']:<4} {scores['iwae']:.6g}  {units}"]
         if scores["decoder_variance"] is not None:
             lines.append(f"  decoder variance      {scores['decoder_variance']:.6g}  "
                          f"({scores['decoder_variance_source']})")

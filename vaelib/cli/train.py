@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 
-from vaelib.cli import fail, positive_float, positive_int, seed
+from vaelib.cli import add_import_flag, _data, fail, positive_float, positive_int, seed
 from vaelib.cli._catalogue import catalogue
 from vaelib.cli._train_settings import DEFAULT_MODEL
 
 CONFIG_EXAMPLE = """\
 seed = 0
 holdout = 0.1            # fraction of the rows held out, scored after every epoch
+standardize = true       # each column to mean 0, std 1 on the training rows (kept in the checkpoint)
 
 [model]
 name = "vae"             # a model that takes rows of numbers: vae, autoencoder, ...
@@ -35,6 +36,8 @@ epochs = 50
 lr = 0.001"""
 EXAMPLE = """examples:
   python -m vaelib train data.csv --checkpoint run.ckpt --epochs 50 --holdout 0.1
+  python -m vaelib train data.csv --checkpoint run.ckpt --standardize --label species --drop id
+  python -m vaelib train data.csv --checkpoint g.ckpt --standardize --objective geco --objective-arg kappa_fraction=0.1
   python -m vaelib train data.csv --checkpoint ae.ckpt --model autoencoder --hidden 64 32 --latent-dim 4
   python -m vaelib train digits.npy --checkpoint bvae.ckpt --decoder bernoulli --objective-arg beta=4
   python -m vaelib train data.csv --checkpoint run.ckpt --resume --epochs 100     # 50 more epochs
@@ -91,8 +94,22 @@ def add_parser(commands) -> argparse.ArgumentParser:
                           help="seed of the initial weights, the data order, the noise and the split (default 0)")
     training.add_argument("--holdout", type=holdout_fraction, metavar="FRACTION",
                           help="fraction of the rows held out of training and scored every epoch (default 0)")
+    training.add_argument("--patience", type=positive_int, metavar="N",
+                          help="stop when the held-out loss has not improved for N epochs and keep the best "
+                               "epoch's weights (needs --holdout; default: train every epoch)")
+    training.add_argument("--lr-schedule", choices=known["lr_schedules"],
+                          help="cosine: the learning rate falls to 0 over the epochs (CosineAnnealingLR); plateau: "
+                               "divided by 10 after 10 epochs without improvement of the held-out (else training) "
+                               "loss (ReduceLROnPlateau); default: constant. A run with one cannot be resumed")
+    training.add_argument("--device", metavar="NAME",
+                          help="cpu, cuda, cuda:1, ... or auto (cuda when there is one); default cpu")
+    training.add_argument("--standardize", action="store_true", default=None,
+                          help="standardise each column (mean 0, std 1 on the training rows); the scaling is "
+                               "kept in the checkpoint, and sample, encode and evaluate apply or invert it")
     training.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard event files into DIR")
     training.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    _data.add_column_flags(cmd)
+    add_import_flag(cmd)
     return cmd
 
 
@@ -115,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         training_run = prepare(args)
     except (ValueError, TypeError, OSError) as exc:
         return fail(args.command, exc, status=2)
+    warn(args.command, training_run.notes)
     try:
         history = training_run.train(progress=not args.no_progress)
     except TrainingDiverged as exc:
@@ -122,4 +140,13 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, OSError) as exc:
         return fail(args.command, exc, status=2)
     training_run.report(history)
+    warn(args.command, training_run.findings(history))
     return 0
+
+
+def warn(command: str, messages: list[str]) -> None:
+    """Each message as one line on stderr: ``vaelib COMMAND: warning: ...``."""
+    import sys
+
+    for message in messages:
+        print(f"vaelib {command}: warning: {' '.join(message.split())}", file=sys.stderr)
