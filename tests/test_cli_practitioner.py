@@ -311,3 +311,19 @@ def test_fit_stops_early_with_the_best_weights_and_refuses_patience_without_held
     assert heldout_terms(model, vaelib.ELBO(), x[40:], seed=0)["loss"] == pytest.approx(losses[-1], rel=1e-5)
     with pytest.raises(ValueError, match="give heldout rows too"):
         vaelib.fit(model, vaelib.ELBO(), x, epochs=1, patience=3, progress=False)
+
+
+def test_tiny_columns_are_warned_about_and_an_unused_code_is_named(folder, capsys):
+    """Case 2: scikit-learn's diabetes data as it ships (every column's std 0.048) trains, under
+    the defaults, to a code the decoder does not use; train says both, one line each."""
+    np.save("diabetes.npy", datasets.load_diabetes().data.astype(np.float32))
+    status, out, err = run_main(capsys, "train", "diabetes.npy", "--checkpoint", "d.ckpt", "--no-progress")
+    assert status == 0, err
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("vaelib train: warning: ") for line in lines)
+    assert "standard deviations from 0.0476 to 0.0476" in lines[0] and lines[0].endswith("pass --standardize")
+    assert "2 of 2 latent dimensions are unused" in lines[1] and "(posterior collapse)" in lines[1]
+    status, out, err = run_main(capsys, "train", "diabetes.npy", "--checkpoint", "s.ckpt", "--standardize",
+                                "--no-progress")
+    assert status == 0 and "unused" not in err and "unit scale" not in err, err
+    assert scale_problem(torch.from_numpy(np.load("digits01.npy"))) is None  # pixels in [0, 1]: no warning

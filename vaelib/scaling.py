@@ -26,8 +26,10 @@ import torch
 
 from vaelib.warning_types import DataScaleWarning
 
-# A feature is "far from unit scale" when its standard deviation or its mean's size exceeds this,
-# or when the features' standard deviations span more than SPREAD_LIMIT (a factor).
+# Columns are "far from unit scale" when a standard deviation or a mean's size exceeds SCALE_LIMIT,
+# when every standard deviation is below 1 / SCALE_LIMIT, or when the largest standard deviation
+# exceeds the median one by more than SPREAD_LIMIT (a factor; the median, not the smallest, so that
+# the near-constant border pixels of an image do not count).
 SCALE_LIMIT = 10.0
 SPREAD_LIMIT = 100.0
 
@@ -102,16 +104,17 @@ class Scaling:
 def scale_problem(x: torch.Tensor) -> str | None:
     """Why the columns of x are too far from unit scale for vaelib's defaults, or None.
 
-    Far means: a column's standard deviation or mean exceeds SCALE_LIMIT (10) in size, or the
-    columns' standard deviations span more than a factor SPREAD_LIMIT (100). Constant columns
-    are left out of the spread."""
+    Far means: a column's standard deviation or mean exceeds SCALE_LIMIT (10) in size, every
+    standard deviation is below 1/SCALE_LIMIT, or the largest standard deviation exceeds the median
+    one by more than a factor SPREAD_LIMIT (100). Constant columns are left out."""
     x64 = x.detach().double()
     std, mean = x64.std(dim=0, correction=0), x64.mean(dim=0).abs()
     varying = std[std > 0]
     if len(varying) == 0:
         return None
     low, high, largest_mean = varying.min().item(), varying.max().item(), mean.max().item()
-    if high <= SCALE_LIMIT and largest_mean <= SCALE_LIMIT and high / low <= SPREAD_LIMIT:
+    median = varying.median().item()
+    if 1 / SCALE_LIMIT <= high <= SCALE_LIMIT and largest_mean <= SCALE_LIMIT and high / median <= SPREAD_LIMIT:
         return None
     return (f"the columns are far from unit scale (standard deviations from {low:.3g} to {high:.3g}, means up to "
             f"{largest_mean:.3g} in size), while the defaults (learning rate, decoder variance 1/2) suit "

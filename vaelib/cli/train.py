@@ -70,7 +70,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
     models = cmd.add_argument_group("model (defaults: those of the model's class)")
     models.add_argument("--model", metavar="NAME", dest="model_name",
                         help=f"one of {', '.join(known['tabular_models'])} (default {DEFAULT_MODEL})")
-    models.add_argument("--latent-dim", type=positive_int, metavar="N", help="size of the code")
+    models.add_argument("--latent-dim", type=positive_int, metavar="N",
+                        help="size of the code (a VAE's default 2 can be plotted; wider data often needs more: "
+                             "train warns when dimensions go unused)")
     models.add_argument("--hidden", type=positive_int, nargs="*", metavar="N",
                         help="hidden layer sizes of the encoder (the decoder mirrors them); none: linear")
     models.add_argument("--activation", metavar="NAME", help="activation function, e.g. ptanh, relu, elu")
@@ -84,7 +86,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
     objectives.add_argument("--objective-arg", action="append", default=[], metavar="KEY=VALUE",
                             help="a setting of the objective, e.g. beta=4 or delta=0.1 (repeatable)")
     training = cmd.add_argument_group("training")
-    training.add_argument("--epochs", type=positive_int, help=f"total epochs (default {defaults.epochs})")
+    training.add_argument("--epochs", type=positive_int,
+                          help=f"total epochs (default {defaults.epochs}, sized for the book's 3-D toy data; a data "
+                               "set of your own usually needs more: give many with --holdout and --patience, "
+                               "which stops at the best epoch)")
     training.add_argument("--batch-size", type=positive_int,
                           help=f"minibatch size (default {defaults.batch_size})")
     training.add_argument("--lr", type=positive_float, help=f"learning rate (default {defaults.lr:g})")
