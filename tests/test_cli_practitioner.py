@@ -313,6 +313,25 @@ def test_fit_stops_early_with_the_best_weights_and_refuses_patience_without_held
         vaelib.fit(model, vaelib.ELBO(), x, epochs=1, patience=3, progress=False)
 
 
+
+def test_a_run_scored_on_heldout_rows_resumes_only_with_them(tmp_path):
+    """Every term of a history spans every epoch: a resumed run keeps or leaves out held-out rows
+    as the saved one did, else it is refused before anything is loaded."""
+    x = torch.randn(60, 3)
+    vaelib.seed_everything(0)
+    model = vaelib.VAE(in_dim=3)
+    vaelib.fit(model, vaelib.ELBO(), x[:40], epochs=1, progress=False, heldout=x[40:], checkpoint=tmp_path / "a.ckpt")
+    vaelib.seed_everything(0)
+    model = vaelib.VAE(in_dim=3)  # built anew, as a resumed run is
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="was trained with held-out rows scored every epoch"):
+        vaelib.fit(model, vaelib.ELBO(), x[:40], epochs=2, progress=False, resume_from=tmp_path / "a.ckpt")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    history = vaelib.fit(model, vaelib.ELBO(), x[:40], epochs=2, progress=False, heldout=x[40:],
+                         resume_from=tmp_path / "a.ckpt", checkpoint=tmp_path / "a.ckpt")
+    assert len(history["heldout_loss"]) == len(history["loss"]) == 2
+
+
 def test_tiny_columns_are_warned_about_and_an_unused_code_is_named(folder, capsys):
     """Case 2: scikit-learn's diabetes data as it ships (every column's std 0.048) trains, under
     the defaults, to a code the decoder does not use; train says both, one line each."""

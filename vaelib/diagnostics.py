@@ -57,7 +57,10 @@ def findings(model: nn.Module, objective: Objective, x: torch.Tensor, history: H
              heldout_loss: Sequence[float] | None = None) -> list[Finding]:
     """The problems a trained run shows (see the module's docstring), in the order listed there.
     ``x``: the training rows as the model takes them; ``heldout_loss``: the held-out loss per
-    epoch, when there is a held-out split."""
+    epoch, when there is a held-out split (default: the history's ``heldout_loss``, which ``fit``
+    records when it is given ``heldout`` rows)."""
+    if heldout_loss is None:
+        heldout_loss = history.terms.get("heldout_loss")
     found = []
     collapse = _collapse(model, x)
     if collapse is not None:

@@ -183,7 +183,7 @@ def _fit(model: nn.Module, objective: Objective, x: torch.Tensor, run: TrainingS
     else:
         assert fingerprint is not None  # made above whenever resume_from is given
         history = _resume(Path(resume_from), model, objective, opt, order_rng, device, run.lr, fingerprint,
-                          run.epochs)
+                          run.epochs, heldout=extras.heldout is not None)
 
     def save(rng: dict[str, torch.Tensor]) -> None:
         assert checkpoint is not None
@@ -403,7 +403,7 @@ def _rng_state(order_rng: torch.Generator, device: torch.device) -> dict[str, to
 
 def _resume(path: Path, model: nn.Module, objective: Objective, opt: torch.optim.Optimizer,
             order_rng: torch.Generator, device: torch.device, lr: float, fingerprint: dict[str, Any],
-            epochs: int) -> History:
+            epochs: int, heldout: bool = False) -> History:
     """Load the training state saved in ``path``; return its history (the epochs already done).
 
     Everything is checked before anything is loaded: the file, its fingerprint against this run's,
@@ -417,6 +417,10 @@ def _resume(path: Path, model: nn.Module, objective: Objective, opt: torch.optim
     if differences:
         raise CheckpointError(changed_setup_message("resume_from", path, differences))
     done = len(next(iter(ckpt.history.values()), []))
+    scored = any(name.startswith("heldout_") for name in ckpt.history)
+    if done and scored != heldout:  # every term of a history spans every epoch
+        raise ValueError(f"resume_from={str(path)!r} was trained {'with' if scored else 'without'} held-out rows "
+                         f"scored every epoch; resume it {'with the same' if scored else 'without'} heldout rows")
     if epochs < done:
         raise ValueError(f"epochs={epochs} is less than the {done} epochs already in {path}; epochs is the "
                          f"total number of epochs, so pass epochs >= {done}")

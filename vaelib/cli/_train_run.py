@@ -89,10 +89,7 @@ class TrainingRun:
         """What the finished run shows (``vaelib.diagnostics``), one sentence each."""
         from vaelib.diagnostics import findings
 
-        heldout = [row["heldout_loss"] for row in self.rows if "heldout_loss" in row]
-        found = findings(self.model, self.objective, self.x_train, history,
-                         heldout if len(heldout) == len(self.rows) else None)
-        return [finding.message for finding in found]
+        return [finding.message for finding in findings(self.model, self.objective, self.x_train, history)]
 
     def _epoch_end(self, writer: Any) -> Callable[[int, dict[str, float]], None]:
         def on_epoch_end(epoch: int, means: dict[str, float]) -> None:
