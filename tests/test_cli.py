@@ -190,6 +190,7 @@ BAD_FILES = {
      "--standardize gives values outside [0, 1]"),
     (["train", "train.csv", "--checkpoint", "r.ckpt", "--columns", "x", "nope"], "names the column 'nope'"),
     (["train", "train.csv", "--checkpoint", "r.ckpt", "--import", "no_such_module"], "No module named"),
+    (["train", "train.csv", "--checkpoint", "r.ckpt", "--device", "gpu0"], "--device gpu0: no such device"),
 ])
 def test_every_bad_input_is_one_line_and_status_2(trained_folder, tmp_path, capsys, monkeypatch, args, message):
     shutil.copytree(trained_folder, tmp_path, dirs_exist_ok=True)

@@ -226,10 +226,23 @@ def prepare(args: argparse.Namespace) -> TrainingRun:
     if problem is not None:
         notes.append(f"{data_path}: {problem}; pass --standardize")
     training = training_settings(settings)
+    _check_device(args.device)
     if recorded is not None:
         notes += _record_changes(checkpoint, recorded, settings)
     return TrainingRun(args, settings, training, data_path, x, x_heldout, model, objective, checkpoint, scaling,
                        selection, notes)
+
+
+def _check_device(name: str | None) -> None:
+    from vaelib.runs import resolve_device
+
+    if name is None or name == "auto":
+        return
+    try:
+        resolve_device(name)
+    except ValueError:
+        raise ValueError(f"--device {name}: no such device on this machine; use --device cpu, or auto (a GPU when "
+                         "there is one)") from None
 
 
 def _check_resumed_setup(recorded: dict[str, Any], settings: dict[str, Any], selection: dict[str, Any]) -> None:
