@@ -346,3 +346,21 @@ def test_tiny_columns_are_warned_about_and_an_unused_code_is_named(folder, capsy
                                 "--no-progress")
     assert status == 0 and "unused" not in err and "unit scale" not in err, err
     assert scale_problem(torch.from_numpy(np.load("digits01.npy"))) is None  # pixels in [0, 1]: no warning
+
+
+def test_a_scaling_round_trips_through_a_checkpoint_and_bad_ones_are_refused(tmp_path):
+    x = torch.tensor([[1.0, 5.0, 100.0], [3.0, 5.0, 300.0]])
+    scaling = Scaling.fit(x)
+    assert scaling.mean == (2.0, 5.0, 200.0) and scaling.scale == (1.0, 1.0, 100.0)  # a constant column: scale 1
+    assert torch.allclose(scaling.invert(scaling.apply(x)), x)
+    assert scaling.log_jacobian() == pytest.approx(np.log(100.0))
+    vaelib.save_checkpoint(tmp_path / "m.ckpt", vaelib.VAE(in_dim=3), scaling=scaling)
+    assert load_checkpoint(tmp_path / "m.ckpt").scaling == scaling
+    vaelib.save_checkpoint(tmp_path / "plain.ckpt", vaelib.VAE(in_dim=3))
+    assert load_checkpoint(tmp_path / "plain.ckpt").scaling is None
+    for bad in ({"mean": [0.0], "scale": [0.0]}, {"mean": [0.0, 1.0], "scale": [1.0]}, {"mean": ["a"], "scale": [1]},
+                {"mean": [0.0]}):
+        with pytest.raises(ValueError):
+            Scaling.from_dict(bad)
+    with pytest.raises(TypeError, match="scaling must be a vaelib.scaling.Scaling of x's 3 columns"):
+        vaelib.fit(vaelib.VAE(in_dim=3), vaelib.ELBO(), x, epochs=1, scaling=Scaling((0.0,), (1.0,)), progress=False)
