@@ -21,8 +21,8 @@ from vaelib.losses import bernoulli_nll
 from vaelib.objectives import ALPHA_CEILING, relative_kappa
 from vaelib.readers import load_array
 from vaelib.runs import History
-from vaelib.scaling import Scaling, scale_problem
-from vaelib.warning_types import (HeldoutRisingWarning, MultiplierAtClampWarning, PosteriorCollapseWarning,
+from vaelib.scaling import Scaling, scale_problem, warn_scale
+from vaelib.warning_types import (DataScaleWarning, HeldoutRisingWarning, MultiplierAtClampWarning, PosteriorCollapseWarning,
                                   VaelibWarning)
 
 
@@ -354,6 +354,8 @@ def test_a_scaling_round_trips_through_a_checkpoint_and_bad_ones_are_refused(tmp
     assert scaling.mean == (2.0, 5.0, 200.0) and scaling.scale == (1.0, 1.0, 100.0)  # a constant column: scale 1
     assert torch.allclose(scaling.invert(scaling.apply(x)), x)
     assert scaling.log_jacobian() == pytest.approx(np.log(100.0))
+    with pytest.warns(DataScaleWarning, match="far from unit scale.*; standardise it"):
+        warn_scale(x, "standardise it")
     vaelib.save_checkpoint(tmp_path / "m.ckpt", vaelib.VAE(in_dim=3), scaling=scaling)
     assert load_checkpoint(tmp_path / "m.ckpt").scaling == scaling
     vaelib.save_checkpoint(tmp_path / "plain.ckpt", vaelib.VAE(in_dim=3))
