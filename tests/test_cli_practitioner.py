@@ -22,8 +22,8 @@ from vaelib.objectives import ALPHA_CEILING, relative_kappa
 from vaelib.readers import load_array
 from vaelib.runs import History
 from vaelib.scaling import Scaling, scale_problem, warn_scale
-from vaelib.warning_types import (DataScaleWarning, HeldoutRisingWarning, MultiplierAtClampWarning, PosteriorCollapseWarning,
-                                  VaelibWarning)
+from vaelib.warning_types import (DataScaleWarning, HeldoutRisingWarning, MultiplierAtClampWarning,
+                                  PosteriorCollapseWarning, VaelibWarning)
 
 
 def run_main(capsys, *args) -> tuple[int, str, str]:
