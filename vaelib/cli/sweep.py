@@ -10,7 +10,7 @@ import argparse
 from vaelib.cli import fail, positive_int
 
 EXAMPLE_SPEC = """\
-  # sweep.toml: the ELBO against GECO, 5 seeds each, and eq. 7 over three deltas (25 runs)
+  # sweep.toml: the ELBO against GECO, 5 seeds each, and eq. K7 over three deltas (25 runs)
   [data]
   n = 2000                     # the noisy cosine surface; or file = "points.npy" (.npy or .csv)
   [model]
@@ -51,20 +51,26 @@ def add_parser(commands) -> argparse.ArgumentParser:
     sweep.add_argument("--chunk-size", type=positive_int, metavar="K",
                        help="runs per chunk, trained as one batched computation (default: about four chunks per "
                             "worker, at most 64 runs)")
+    sweep.add_argument("--allow-large", action="store_true",
+                       help="run a sweep whose estimated work or memory is above vaelib's limits (a grid of more "
+                            "than 100,000 runs, more than a day of work, more memory than is free)")
     sweep.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     return sweep
 
 
 def run(args: argparse.Namespace) -> int:
     """Check the spec and the output folder, then train, print the summary and say what was written."""
-    from vaelib import sweep
+    import contextlib
+
+    from vaelib import limits, sweep
 
     if args.scheduler is not None and args.workers is not None:
         return fail(args.command, "--workers sizes the local cluster; with --scheduler the cluster's own "
                                   "workers run the sweep: give one or the other", status=2)
     try:
-        spec = sweep.load_spec(args.spec)
-    except sweep.SpecError as exc:
+        with limits.allow_large() if args.allow_large else contextlib.nullcontext():
+            spec = sweep.load_spec(args.spec)
+    except (sweep.SpecError, limits.TooLarge) as exc:
         return fail(args.command, exc, status=2)
     try:
         result = sweep.run_sweep(spec, args.out, scheduler=args.scheduler, workers=args.workers,
@@ -78,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
                                   "command again to continue", status=130)
     print(result.summary_table())
     for path in result.ignored_files:
-        print(f"note: ignored {path} (unreadable, or its content does not match its name or specs)")
+        print(f"note: {path} does not verify (edited, damaged or unreadable: its digest, name or specs do not "
+              "match); its results were not used, and its runs in this sweep were trained again")
     print(f"\n{len(result.rows)} runs: trained {result.runs_trained} in {result.chunks_trained} chunks "
           f"({result.seconds:.0f} s), {result.runs_skipped} already done; wrote "
           + ", ".join(str(p) for p in result.paths.values()))

@@ -10,11 +10,16 @@ finished and been saved; running the sweep again retries it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
 import os
+import signal
+import socket
+import struct
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -107,13 +112,32 @@ def local_cluster(workers: int | None = None) -> Iterator[Any]:
 
     if workers is not None:
         _checks.positive_int("workers", workers)
-    with tempfile.TemporaryDirectory(prefix="vaelib-sweep-") as scratch, \
-            LocalCluster(n_workers=workers or threads.cores(), threads_per_worker=1, processes=True,
-                         dashboard_address=None, silence_logs=logging.ERROR, local_directory=scratch,
-                         env={threads.ENVIRONMENT_VARIABLE: "1"},
-                         # the scheduler's HTTP routes (health, metrics) on a free local port, not 8787
-                         scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster:
-        yield cluster
+    with tempfile.TemporaryDirectory(prefix="vaelib-sweep-") as scratch:
+        with _workers_ignore_ctrl_c():
+            cluster = LocalCluster(n_workers=workers or threads.cores(), threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=logging.ERROR, local_directory=scratch,
+                                   env={threads.ENVIRONMENT_VARIABLE: "1"},
+                                   # the scheduler's HTTP routes (health, metrics) on a free local port, not 8787
+                                   scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+        with cluster:
+            yield cluster
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """SIGINT ignored while the worker processes start, so that they inherit "ignore" (a handler
+    would not survive their exec; an ignored signal does). A terminal's Ctrl-C reaches every process
+    of its foreground group: the workers would each print a traceback; this process alone stops,
+    says so in one line, and closes the cluster, which ends them. A Ctrl-C during these seconds is
+    lost (press it again)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
@@ -125,13 +149,88 @@ def _dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
         with local_cluster(workers) as cluster, Client(cluster) as client:
             yield client
         return
+    probe_scheduler(scheduler)
     try:
-        client = Client(scheduler, timeout="20s")
-    except (OSError, TimeoutError, ValueError) as exc:
+        client = Client(scheduler, timeout=f"{HANDSHAKE_TIMEOUT_S}s")
+    except (OSError, TimeoutError, ValueError, MemoryError) as exc:
         raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); check the address "
                               "(tcp://HOST:PORT) and that the scheduler runs") from None
     with client:
         yield client
+
+
+# A Dask scheduler greets a new connection at once; one that has said nothing after this long is none.
+HANDSHAKE_TIMEOUT_S = 10.0
+# Its greeting (the comm handshake: compression, Python and pickle versions) is a few hundred bytes.
+_MAX_GREETING_BYTES = 2**16
+_OTHER_SCHEMES = ("tls", "ucx", "ws", "wss", "inproc")
+
+
+def probe_scheduler(address: str, timeout: float = HANDSHAKE_TIMEOUT_S) -> None:
+    """Check that a Dask scheduler listens at ``address`` before a client connects to it.
+
+    A ``tcp://`` address (or a bare HOST:PORT) is opened and its greeting read within ``timeout``
+    seconds in all: a Dask server sends a small framed handshake as soon as it accepts. A service
+    that accepts and says nothing (a client would wait for ever), or that says anything else (an
+    HTTP server: a client would read its first bytes as a frame length and try to allocate
+    exabytes), is refused with a ``ConnectionError`` naming the address. Other schemes (tls://,
+    ucx://, inproc://) are left to ``distributed.Client``."""
+    if not isinstance(address, str) or not address.strip():
+        raise ValueError(f"scheduler must be an address such as 'tcp://HOST:8786', got {address!r}")
+    scheme, _, location = address.rpartition("://")
+    if scheme not in ("", "tcp"):
+        if scheme not in _OTHER_SCHEMES:
+            raise ValueError(f"scheduler address {address!r} is not a Dask address: it starts with {scheme}://, "
+                             "a Dask scheduler's starts with tcp:// (or tls://, ucx://, ws://, wss://)")
+        return
+    host, separator, port_text = location.rpartition(":")
+    host = host.strip("[]")
+    if not separator or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"scheduler address {address!r} is not tcp://HOST:PORT (a port in 1-65535); "
+                         "give the address the scheduler printed, such as tcp://10.0.0.5:8786")
+    deadline = time.monotonic() + timeout
+    failed = f"no Dask scheduler answers at {address!r}"
+    advice = "check the address (tcp://HOST:PORT, the scheduler's port, not its dashboard's) and that it runs"
+    try:
+        with socket.create_connection((host, int(port_text)), timeout=timeout) as connection:
+            size_bytes = _receive(connection, 8, deadline)
+            (size,) = struct.unpack("<Q", size_bytes)
+            if not 16 <= size <= _MAX_GREETING_BYTES:
+                raise _NotDask(f"it answered {_shown(size_bytes)}, not a Dask handshake")
+            greeting = _receive(connection, size, deadline)
+    except _NotDask as exc:
+        raise ConnectionError(f"{failed}: {exc}; {advice}") from None
+    except TimeoutError:
+        raise ConnectionError(f"{failed}: it said nothing within {timeout:g} s; {advice}") from None
+    except OSError as exc:
+        raise ConnectionError(f"{failed} ({exc.strerror or exc}); {advice}") from None
+    (frames,) = struct.unpack_from("<Q", greeting)
+    lengths = struct.unpack_from(f"<{frames}Q", greeting, 8) if 0 < frames <= 64 and 8 * (frames + 1) <= size else ()
+    if not lengths or 8 * (frames + 1) + sum(lengths) > size or b"python" not in greeting:
+        raise ConnectionError(f"{failed}: it answered {_shown(size_bytes + greeting)}, not a Dask handshake; {advice}")
+
+
+class _NotDask(Exception):
+    pass
+
+
+def _receive(connection: socket.socket, count: int, deadline: float) -> bytes:
+    """Exactly ``count`` bytes, all by ``deadline`` (TimeoutError), or _NotDask if the peer hangs up."""
+    data = b""
+    while len(data) < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        connection.settimeout(remaining)
+        chunk = connection.recv(count - len(data))
+        if not chunk:
+            raise _NotDask(f"it closed the connection after {len(data)} bytes")
+        data += chunk
+    return data
+
+
+def _shown(data: bytes) -> str:
+    return repr(data[:24]) + ("..." if len(data) > 24 else "")
 
 
 def _train_on_cluster(client: Any, sweep: Sweep, chunks: list[list[Run]], chunk_dir: Path,
@@ -161,7 +260,8 @@ def _train_on_cluster(client: Any, sweep: Sweep, chunks: list[list[Run]], chunk_
                 continue
             path = chunk_dir / f"{name}.json"
             entries = [{"key": run.key, "spec": run.spec, "result": result} for run, result in zip(chunk, results)]
-            _io.write_file(path, json_text({"format": FORMAT, "chunk": name, "runs": entries}), what="the chunk")
+            content = {"format": FORMAT, "chunk": name, "runs": entries}
+            _io.write_file(path, json_text({**content, "digest": chunk_digest(content)}), what="the chunk")
             bar.update(1)
             yield path, results
     finally:
@@ -173,16 +273,25 @@ def _train_on_cluster(client: Any, sweep: Sweep, chunks: list[list[Run]], chunk_
 
 
 def done_runs(chunk_dir: Path) -> tuple[dict[str, dict[str, Any]], list[Path]]:
-    """Results in the chunk files whose content checks out, by run key; and the files ignored."""
+    """Results in the chunk files that verify, by run key; and the files ignored.
+
+    A chunk file verifies when it is a regular file read within ``vaelib._io.read_document``'s size
+    and nesting limits, its name is the hash of its runs' keys, each key is the hash of its run's
+    spec (which holds the data's spec, a data file by its SHA-256), and its ``digest`` is the
+    SHA-256 of everything else in it, results included (``chunk_digest``). An edited value, a
+    truncated or damaged file, or one from before digests were stored, does not verify: its runs
+    are trained again. The digest detects edits and damage; it is no signature (whoever can write
+    the folder can recompute it)."""
     done: dict[str, dict[str, Any]] = {}
     ignored: list[Path] = []
     for path in sorted(chunk_dir.glob("*.json")):
         try:
-            content = json.loads(path.read_text(encoding="utf-8"))
+            content = _io.read_document(path, "a sweep's chunk file", kind="json")
             entries = content["runs"]
             valid = (content["format"] == FORMAT and path.stem == content["chunk"]
                      == spec_hash([entry["key"] for entry in entries])
-                     and all(spec_hash(entry["spec"]) == entry["key"] == entry["result"]["key"] for entry in entries))
+                     and all(spec_hash(entry["spec"]) == entry["key"] == entry["result"]["key"] for entry in entries)
+                     and content["digest"] == chunk_digest({k: v for k, v in content.items() if k != "digest"}))
         except (OSError, ValueError, KeyError, TypeError):
             valid = False
         if not valid:
@@ -190,3 +299,10 @@ def done_runs(chunk_dir: Path) -> tuple[dict[str, dict[str, Any]], list[Path]]:
             continue
         done.update((entry["key"], entry["result"]) for entry in entries)
     return done, ignored
+
+
+def chunk_digest(content: dict[str, Any]) -> str:
+    """The SHA-256 of a chunk file's content (its format, name, and every run's key, spec and
+    result), in canonical JSON: what ``done_runs`` checks before it trusts a stored result."""
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

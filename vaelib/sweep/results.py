@@ -23,7 +23,8 @@ RESULT_FILES = ("runs.csv", "runs.json", "summary.csv", "summary.json")
 class SweepResult:
     """What ``run_sweep`` gives back: the table's ``rows`` (grid order), the ``summary``, the files it
     wrote, and what this call did: runs trained (in how many chunks), runs found done, seconds, and the
-    chunk files it ignored (unreadable, or not matching their name or their runs' specs)."""
+    chunk files it ignored (unreadable, edited or damaged: not matching their digest, their name or
+    their runs' specs; their runs were trained again)."""
 
     axes: tuple[str, ...]
     rows: list[dict[str, Any]]
