@@ -317,8 +317,8 @@ def read_document(path: str | os.PathLike[str], what: str, *, kind: str | None =
     with open_regular(path, what) as f:
         size = file_size(f)
         if size > MAX_DOCUMENT_BYTES:
-            raise DocumentError(f"{os.fspath(path)} holds {size:,} bytes, more than the {MAX_DOCUMENT_BYTES:,} of any "
-                                f"{what}; it is not one")
+            raise DocumentError(f"{os.fspath(path)} holds {size:,} bytes, more than the {MAX_DOCUMENT_BYTES:,} of "
+                                f"{_any(what)}; it is not one")
         raw = f.read(MAX_DOCUMENT_BYTES + 1)
     try:
         text = raw.decode("utf-8-sig")
@@ -332,12 +332,19 @@ def parse_document(text: str, kind: str, name: str, what: str) -> Any:
     try:
         value = json.loads(text) if kind == "json" else tomllib.loads(text)
     except RecursionError:
-        raise DocumentError(f"{name} nests lists or tables more than {MAX_NESTING} levels deep, deeper than any "
-                            f"{what}") from None
+        raise DocumentError(f"{name} nests lists or tables more than {MAX_NESTING} levels deep, deeper than "
+                            f"{_any(what)}") from None
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise DocumentError(f"{name} is not valid {kind.upper()}: {' '.join(str(exc).split())}") from None
-    check_nesting(value, f"{name} nests lists or tables more than {MAX_NESTING} levels deep, deeper than any {what}")
+    check_nesting(value, f"{name} nests lists or tables more than {MAX_NESTING} levels deep, deeper than {_any(what)}")
     return value
+
+
+def _any(what: str) -> str:
+    """"any sweep file" from "a sweep file" or "the sweep file": for messages that say "any"."""
+    for article in ("a ", "an ", "the "):
+        what = what.removeprefix(article)
+    return f"any {what}"
 
 
 def check_nesting(value: Any, message: str, limit: int = MAX_NESTING) -> None:

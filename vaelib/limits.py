@@ -100,6 +100,15 @@ def check_work(work: float, what: str, advice: str) -> None:
                    "multiply-adds")
 
 
+def check_count(count: int, limit: int, what: str, advice: str) -> None:
+    """Refuse (``TooLarge``) ``count`` items of ``what`` (runs of a grid, say) above ``limit``,
+    before any of them is made."""
+    if count <= limit or lifted():
+        return
+    raise TooLarge(f"{what} has {count:,}, more than the limit of {limit:,}; {advice}; {PROCEED}", count, limit,
+                   what)
+
+
 def format_bytes(n: float) -> str:
     for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= size:

@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import itertools
 import json
+import math
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -24,9 +25,7 @@ from typing import Any
 
 import torch
 
-import tomllib
-
-from vaelib import _checks
+from vaelib import _checks, _io, limits
 from vaelib.data import COSINE_HALF_WIDTH, COSINE_NOISE, cosine_surface, load_array
 from vaelib.engine import kernel_covers
 from vaelib.models.base import build_model, registered_models
@@ -47,6 +46,9 @@ SAMPLE_METRICS = ("mmd2", "energy")
 SURFACE_METRICS = ("surface_distance", "surface_distance_p90", "coverage_distance", "cell_coverage")
 METRICS = DATA_METRICS + SAMPLE_METRICS + SURFACE_METRICS
 EVALUATION_DEFAULTS = {"metrics": ["recon", "kl"], "samples": 1000}
+# Runs a sweep file may define (the product of its axes' lengths) unless the limits are lifted: far
+# more than a day of the book's models on one machine; a grid beyond it is refused before it is expanded.
+MAX_RUNS = 100_000
 
 
 class SpecError(ValueError):
@@ -87,14 +89,12 @@ def load_spec(path: str | os.PathLike[str]) -> Sweep:
     """Read and check a sweep file (the format: the book's section ``sec-sweep-format``); raises
     ``SpecError`` saying what to fix."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    try:  # a regular file only (a FIFO would block), within the size and nesting limits of every document
+        mapping = _io.read_document(path, "a sweep file", kind="toml")
+    except _io.DocumentError as exc:
+        raise SpecError(str(exc)) from None
+    except (OSError, ValueError) as exc:
         raise SpecError(f"cannot read the sweep file {str(path)!r}: {exc}") from None
-    try:
-        mapping = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path.name} is not valid TOML: {exc}") from None
     return parse_spec(mapping, base_dir=path.resolve().parent, source=path.name)
 
 
@@ -104,7 +104,11 @@ def parse_spec(mapping: Mapping[str, Any], *, base_dir: str | os.PathLike[str] =
     Everything is checked here, before any training: the sections and axes, every value's type, every
     model and objective (each distinct one is built once and run on a few data points)."""
     try:
+        _io.check_nesting(mapping, f"it nests lists or tables more than {_io.MAX_NESTING} levels deep, deeper "
+                                   "than any sweep file")
         return _Parser(mapping, Path(base_dir), source).sweep()
+    except _io.DocumentError as exc:
+        raise SpecError(f"{source}: {exc}") from None
     except SpecError as exc:
         raise SpecError(f"{source}: {exc}") from None
 
@@ -124,14 +128,23 @@ class _Parser:
         self.axes = {name: _axis_values(name, values) for name, values in self.sections["axes"].items()}
         self.data_cache: dict[str, tuple[dict[str, Any], torch.Tensor]] = {}
         self.checked: set[str] = set()
+        self.work: dict[str, float] = {}  # multiply-adds of one epoch, by model and data (_model_key)
 
     def sweep(self) -> Sweep:
         objectives = self._objective_names()
         kinds = {name: self._axis_kind(name, objectives) for name in self.axes}
+        limits.check_count(math.prod(len(values) for values in self.axes.values()), MAX_RUNS,
+                           "the grid (the product of the axes' lengths)",
+                           "split the sweep into several files, or shorten its axes")
         runs: dict[str, Run] = {}
-        for values in itertools.product(*self.axes.values()):
+        work = 0.0
+        for values in itertools.product(*self.axes.values()):  # streamed: one point of the grid at a time
             run = self._run(dict(zip(self.axes, values)), kinds)
-            runs.setdefault(run.key, run)
+            if run.key not in runs:
+                runs[run.key] = run
+                work += self.work[_model_key(run.spec)] * run.spec["training"]["epochs"] + _evaluation_work(run.spec)
+        limits.check_work(work, f"the sweep's {len(runs):,} runs (training and evaluation)",
+                          "use fewer runs, epochs, points or samples, or smaller models")
         data = {spec_hash(spec): x for spec, x in self.data_cache.values()}
         return Sweep(self.source, tuple(self.axes), list(runs.values()), data)
 
@@ -222,6 +235,7 @@ class _Parser:
                          sort_keys=True)
         if key in self.checked:
             return
+        self._check_size(spec, x)
         model, objective = build_run(spec)
         if not objective.batchable:
             raise SpecError(f"objective {spec['objective']['name']!r} cannot be trained in a batch; a sweep "
@@ -240,6 +254,25 @@ class _Parser:
             raise SpecError(f"the metric 'kl' needs a model with a Gaussian encoder (a VAE); "
                             f"{spec['model']['class']} has none")
         self.checked.add(key)
+
+    def _check_size(self, spec: dict[str, Any], x: torch.Tensor) -> None:
+        """A model that cannot fit, counted without building it (``vaelib.limits``), and the work
+        of one epoch of it on the data, kept for the grid's estimate."""
+        args = {k: v for k, v in spec["model"].items() if k != "class"}
+        what = f"model {spec['model']['class']} {args}"
+        try:
+            size = limits.model_size(lambda: build_model(spec["model"]["class"], **args))
+        except limits.TooLarge:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"{what}: {exc}") from None
+        limits.check_training(size, runs=1, rows=len(x), batch_size=spec["training"]["batch_size"],
+                              epochs=spec["training"]["epochs"], what=what, advice="use a smaller model")
+        self.work[_model_key(spec)] = 3.0 * len(x) * (size.forward_work if size is not None else 0)
+        samples = spec["evaluation"]["samples"]
+        if set(spec["evaluation"]["metrics"]) & set(SAMPLE_METRICS + SURFACE_METRICS):
+            limits.check_memory(8 * 4 * samples * x.shape[1], f"[evaluation] samples = {samples:,}",
+                                "lower samples")
 
     # --- axes -------------------------------------------------------------------------------
 
@@ -353,7 +386,8 @@ def _resolve_data(table: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any]
         path = base_dir / table["file"]
         try:
             x = load_array(path)
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            with _io.open_regular(path, "the data file") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()  # type: ignore[arg-type]
         except (OSError, ValueError) as exc:
             raise SpecError(f"cannot use the data file {table['file']!r}: {exc}") from None
         return {"kind": "file", "sha256": digest}, x
@@ -362,6 +396,8 @@ def _resolve_data(table: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any]
         raise SpecError(f"[data] has no key {unknown[0]!r}; the cosine data take {list(COSINE_DEFAULTS)}, "
                         "your own data file = \"points.npy\"")
     spec = {**COSINE_DEFAULTS, **table}
+    if type(spec["n"]) is int and spec["n"] > 0:  # float64 coordinates and their noise, float32 points
+        limits.check_memory(60 * spec["n"], f"[data] n = {spec['n']:,} points", "lower n")
     for name in ("noise", "half_width"):
         if type(spec[name]) is int:
             spec[name] = float(spec[name])
@@ -370,6 +406,19 @@ def _resolve_data(table: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any]
     except (TypeError, ValueError) as exc:
         raise SpecError(f"[data]: {exc}") from None
     return {"kind": "cosine", **spec}, x
+
+
+def _model_key(spec: dict[str, Any]) -> str:
+    return json.dumps([spec["model"], spec["data"]], sort_keys=True)
+
+
+def _evaluation_work(spec: dict[str, Any]) -> float:
+    """Multiply-adds of a run's sample metrics: the pair sums of mmd2 and energy (samples^2 pairs of
+    a few features each); the surface metrics cost less."""
+    evaluation = spec["evaluation"]
+    if not set(evaluation["metrics"]) & set(SAMPLE_METRICS + SURFACE_METRICS):
+        return 0.0
+    return 4.0 * 8 * float(evaluation["samples"]) ** 2
 
 
 def spec_hash(value: Any) -> str:
