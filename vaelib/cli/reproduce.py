@@ -29,8 +29,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "reproduce", help="re-run Ko & Ko's experiment: Table 1 and Figure 1",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Re-run Ko & Ko's experiment: train a 2-D VAE on the 3-D noisy cosine data with their "
-                    "Lagrangian objective (eq. 7) and with the ELBO (eq. 6), several runs each; print Table 1 "
-                    "beside the paper's numbers and write table1.json and figure1.png into --out.",
+                    "Lagrangian objective (eq. K7) and with the ELBO (the paper's eq. 6), several runs each; print "
+                    "Table 1 beside the paper's numbers and write table1.json and figure1.png into --out (an "
+                    "earlier pair is kept unless --overwrite).",
         epilog="examples:\n  python -m vaelib reproduce --runs 2 --epochs 5 --out /tmp/quick\n"
                "  python -m vaelib reproduce --runs 2 --epochs 5 --out /tmp/quick --resume   # after Ctrl-C")
     rep.add_argument("--runs", type=positive_int, default=d.runs,
@@ -60,6 +61,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
     rep.add_argument("--resume", action="store_true",
                      help=f"continue the reproduction interrupted in --out (its state is in OUT/{STATE_DIR}; the "
                           "same settings are needed); starts from the beginning if nothing was saved")
+    rep.add_argument("--overwrite", action="store_true",
+                     help="replace a table1.json and figure1.png already in --out (refused without it)")
     rep.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     return rep
 
@@ -77,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
             lr=args.lr, n_points=args.n_points, alpha_rule=args.alpha_rule, kl_reduction=args.kl_reduction)
         ko2023.check_feasible(config)
         out = ko2023.prepare_output_dir(args.out)
+        earlier = [name for name in ko2023.RESULT_FILES if (out / name).exists()]
+        if earlier and not args.overwrite and not (args.resume and _holds_state(out / STATE_DIR)):
+            raise FileExistsError(f"{out} already holds {' and '.join(earlier)} from an earlier reproduction; pass "
+                                  "--overwrite to replace them, or give another --out")
     except (ValueError, TypeError, OSError) as exc:
         return fail(args.command, exc, status=2)
     state = out / STATE_DIR
