@@ -44,12 +44,18 @@ def one_of(name: str, value, choices) -> str:
 
 
 def model_input(name: str, x, features: int | None = None) -> torch.Tensor:
-    """A non-empty, floating-point (n, d) tensor, optionally with d == features: what a model's
-    forward pass checks. Only shapes and types, never values: it costs no synchronisation and works
+    """A dense (not sparse), non-meta, floating-point (n, d) tensor with n, d >= 1, optionally with
+    d == features: what a model's forward pass checks. Only shapes and types, never values: it costs no synchronisation and works
     inside ``torch.func`` transforms; trainers check that the data are finite once, up front."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (n, d), got {type(x).__name__}; "
                         "convert with torch.as_tensor(x, dtype=torch.float32)")
+    if x.layout != torch.strided:
+        raise TypeError(f"{name} is a {str(x.layout).removeprefix('torch.')} tensor; vaelib takes dense tensors: "
+                        "convert with x.to_dense()")
+    if x.is_meta:
+        raise ValueError(f"{name} is on the meta device (a shape without values); pass a tensor that holds "
+                         "data, e.g. on the CPU")
     if x.dim() != 2:
         raise ValueError(f"{name} must have shape (n, d), got shape {tuple(x.shape)}; "
                          "flatten images with x.reshape(len(x), -1)")
@@ -57,6 +63,8 @@ def model_input(name: str, x, features: int | None = None) -> torch.Tensor:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}; use x.float()")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}; it needs at least one row")
+    if x.shape[1] == 0:
+        raise ValueError(f"{name} has no features: shape {tuple(x.shape)}; each row needs at least one value")
     if features is not None and x.shape[1] != features:
         raise ValueError(f"{name} must have {features} features per row, got {x.shape[1]} "
                          f"(shape {tuple(x.shape)})")

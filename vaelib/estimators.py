@@ -38,7 +38,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from vaelib import _checks
+from vaelib import _checks, limits
 from vaelib.losses import bernoulli_nll, gaussian_kl, gaussian_log_density
 from vaelib.models import VAE
 from vaelib.pca import PPCA
@@ -317,7 +317,11 @@ def _validated(model, x, k, decoder_variance) -> torch.Tensor:
     _checks.positive_int("k", k)
     _checks.positive_float("decoder_variance", decoder_variance)
     param = next(model.parameters())
-    return _checks.data_matrix("x", x, model.in_dim).to(dtype=param.dtype, device=param.device)
+    x = _checks.data_matrix("x", x, model.in_dim)
+    parameters = sum(p.numel() for p in model.parameters())  # about one multiply-add each, per sample and point
+    limits.check_work(float(len(x)) * k * parameters, f"an IWAE bound with k = {k:,} samples for each of "
+                      f"{len(x):,} points", "lower k (a few thousand samples settle the bound for the book's models)")
+    return x.to(dtype=param.dtype, device=param.device)
 
 
 @torch.no_grad()
