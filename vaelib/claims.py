@@ -61,6 +61,13 @@ def mean_std(values: Sequence[float]) -> dict[str, float | None]:
     numbers = [float(v) for v in values]
     if not numbers:
         raise ValueError("mean_std needs at least one value")
+    if not all(map(math.isfinite, numbers)):
+        raise ValueError(f"mean_std got a value that is not finite ({next(v for v in numbers if not math.isfinite(v))})"
+                         "; a mean over runs needs every run's number")
+    largest = max(map(abs, numbers))
+    if largest > 1e150:  # the sums and squares below would overflow: computed on the values / largest
+        scaled = mean_std([v / largest for v in numbers])
+        return {k: None if v is None else v * largest for k, v in scaled.items()}
     mean = sum(numbers) / len(numbers)
     return {"mean": mean, "std": _sample_std(numbers, mean) if len(numbers) > 1 else None}
 

@@ -34,9 +34,19 @@ def same_width(name: str, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return y
 
 
+# Coordinates whose size lies in this range are used as they are; beyond it, squared distances
+# would overflow float64 (above ~1e154) or lose their digits to underflow (below ~1e-154).
+SAFE_SCALE = (2.0**-330, 2.0**330)
+
+
 def two_samples(x: torch.Tensor, y: torch.Tensor, max_points: int | None, seed: int,
-                chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validated, subsampled float64 copies of x and y, centred on their pooled mean."""
+                chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Validated, subsampled float64 copies of x and y, centred on their pooled mean and divided by
+    ``scale`` (returned third): 1 for coordinates within ``SAFE_SCALE`` (about 1e-99 to 1e99), else
+    the power of two nearest their largest magnitude. Dividing by a power of two is exact, so a
+    distance computed from the scaled copies, times ``scale``, is the distance of the originals;
+    squared distances then neither overflow nor underflow. Raises ``ValueError`` when every point of
+    x and y is one and the same point: a distance between distributions needs some spread."""
     x = _checks.data_matrix("x", x)
     y = same_width("y", y, x)
     _checks.positive_int("chunk_size", chunk_size)
@@ -48,8 +58,39 @@ def two_samples(x: torch.Tensor, y: torch.Tensor, max_points: int | None, seed: 
         if len(sample) < 2:
             raise ValueError(f"{name} needs at least 2 points for an unbiased two-sample distance, got "
                              f"{len(sample)}")
+    pooled = torch.cat([x, y])
+    largest = pooled.abs().max().item()
+    scale = power_of_two_scale(largest)
+    x, y = x / scale, y / scale  # exact: a power of two
     center = torch.cat([x, y]).mean(dim=0)
-    return x - center, y - center
+    x, y = x - center, y - center
+    if torch.cat([x, y]).abs().max().item() == 0:
+        raise ValueError("every point of x and y is the same point: there is no spread to compare "
+                         "(the distance would be 0 whatever the distributions); check the samples")
+    return x, y, scale
+
+
+def power_of_two_scale(largest: float) -> float:
+    """1 when ``largest`` lies within ``SAFE_SCALE`` (or is 0), else the power of two nearest it."""
+    if largest == 0 or SAFE_SCALE[0] <= largest <= SAFE_SCALE[1]:
+        return 1.0
+    return math.ldexp(1.0, math.frexp(largest)[1])
+
+
+def kernel_scale(bandwidth: float, scale: float) -> float:
+    """The Gaussian kernel's -1 / (2 l^2) for coordinates divided by ``scale``: -(scale / l)^2 / 2,
+    bounded so that it is finite for any positive bandwidth (a bandwidth far below the distances gives
+    a kernel of 0 between distinct points, one far above them a kernel of 1)."""
+    ratio = min(scale / bandwidth, 1e150)
+    return -0.5 * ratio * ratio
+
+
+def finite_result(name: str, value: float) -> float:
+    """``value``, or ``ValueError`` when it is not finite: a metric never returns NaN or inf."""
+    if not math.isfinite(value):
+        raise ValueError(f"{name} is {value} for these samples: their distances overflow float64 (coordinates "
+                         "near 1e308); rescale the data first")
+    return value
 
 
 def nearest_squared_distance(a: torch.Tensor, b: torch.Tensor, chunk_size: int) -> torch.Tensor:
@@ -102,8 +143,8 @@ def pair_sums(a: torch.Tensor, b: torch.Tensor, chunk_size: int, kernel_scale: f
                 if diagonal_block:
                     distance.fill_diagonal_(0)
                 distance_sum += weight * distance.sum(dtype=torch.float64)
-            if kernel_scale is not None:
-                kernel = squared.mul_(kernel_scale).exp_()
+            if kernel_scale is not None:  # rounding can make a squared distance slightly negative
+                kernel = squared.clamp_min_(0).mul_(kernel_scale).exp_()
                 if diagonal_block:
                     kernel.fill_diagonal_(0)
                 kernel_sum += weight * kernel.sum(dtype=torch.float64)

@@ -11,7 +11,8 @@ import torch
 
 from vaelib import _checks, threads
 from vaelib.data import COSINE_HALF_WIDTH
-from vaelib.metrics._pairs import DEFAULT_CHUNK_SIZE, pair_means, seeded_generator, subsample, two_samples
+from vaelib.metrics._pairs import (DEFAULT_CHUNK_SIZE, finite_result, kernel_scale, pair_means, seeded_generator,
+                                   subsample, two_samples)
 from vaelib.metrics.surface import (DEFAULT_CELLS_PER_SIDE, DEFAULT_WITHIN, coverage_distance, distance_summary,
                                     nearest_surface_points, occupied_fraction)
 from vaelib.metrics.two_sample import median_bandwidth
@@ -82,14 +83,15 @@ def cosine_sample_quality(samples: torch.Tensor, data: torch.Tensor, *, max_poin
     data = subsample(_checks.data_matrix("data", data, 3), max_points, generator)
     if bandwidth is None:
         bandwidth = median_bandwidth(data, seed=seed)
-    scale = -0.5 / _checks.positive_float("bandwidth", bandwidth) ** 2
+    _checks.positive_float("bandwidth", bandwidth)
     nearest, distance = nearest_surface_points(samples, half_width=half_width)
     surface = distance_summary(distance)
-    x, y = two_samples(samples, data, None, seed, DEFAULT_CHUNK_SIZE)
-    means = pair_means(x, y, DEFAULT_CHUNK_SIZE, kernel_scale=scale, distances=True)
+    x, y, scale = two_samples(samples, data, None, seed, DEFAULT_CHUNK_SIZE)
+    means = pair_means(x, y, DEFAULT_CHUNK_SIZE, kernel_scale=kernel_scale(bandwidth, scale), distances=True)
     (kxx, kyy, kxy), (dxx, dyy, dxy) = means["kernel"], means["distance"]
-    return {"surface_distance": surface["mean"], "surface_distance_p90": surface["p90"],
-            "coverage_distance": coverage_distance(samples, half_width=half_width),
-            "cell_coverage": occupied_fraction(nearest, distance, DEFAULT_CELLS_PER_SIDE, DEFAULT_WITHIN,
-                                                half_width),
-            "mmd2": kxx + kyy - 2 * kxy, "energy": 2 * dxy - dxx - dyy}
+    values = {"surface_distance": surface["mean"], "surface_distance_p90": surface["p90"],
+              "coverage_distance": coverage_distance(samples, half_width=half_width),
+              "cell_coverage": occupied_fraction(nearest, distance, DEFAULT_CELLS_PER_SIDE, DEFAULT_WITHIN,
+                                                  half_width),
+              "mmd2": kxx + kyy - 2 * kxy, "energy": (2 * dxy - dxx - dyy) * scale}
+    return {name: finite_result(name, value) for name, value in values.items()}

@@ -32,6 +32,11 @@ DEFAULT_WITHIN = 3 * COSINE_NOISE
 DEFAULT_REFERENCE_POINTS = 2000
 
 
+# The surface's distances are searched on a grid along each point's ray: beyond this, squared
+# distances overflow float64. A sample of the surface lies within a few units of the origin.
+MAX_COORDINATE = 1e100
+
+
 @threads.limited()
 def nearest_surface_points(points: torch.Tensor, *, half_width: float = COSINE_HALF_WIDTH
                            ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,6 +57,11 @@ def nearest_surface_points(points: torch.Tensor, *, half_width: float = COSINE_H
     """
     points = _checks.data_matrix("points", points, 3).double()
     half_width = _checks.positive_float("half_width", half_width)
+    largest = points.abs().max().item()
+    if largest > MAX_COORDINATE or half_width > MAX_COORDINATE:
+        raise ValueError(f"points and half_width must lie within {MAX_COORDINATE:g} of the origin (a sample of the "
+                         f"cosine surface lies within a few units of it), got a coordinate of {max(largest, half_width):g}"
+                         "; rescale the points")
     nearest = torch.cat([_nearest_in_chunk(chunk, half_width) for chunk in points.split(_POINTS_PER_CHUNK)])
     return nearest, (points - nearest).norm(dim=1)
 

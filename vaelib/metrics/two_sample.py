@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from vaelib import _checks, threads
-from vaelib.metrics._pairs import DEFAULT_CHUNK_SIZE, pair_means, same_width, seeded_generator, subsample, two_samples
+from vaelib.metrics._pairs import (DEFAULT_CHUNK_SIZE, finite_result, kernel_scale, pair_means, power_of_two_scale,
+                                   same_width, seeded_generator, subsample, two_samples)
 
 MEDIAN_MAX_POINTS = 1000
 
@@ -32,7 +33,8 @@ def median_bandwidth(x: torch.Tensor, y: torch.Tensor | None = None, *, max_poin
     pooled = subsample(pooled, max_points, seeded_generator(seed)).double()
     if len(pooled) < 2:
         raise ValueError("median_bandwidth needs at least 2 points in all, got 1")
-    median = torch.pdist(pooled).median().item()
+    scale = power_of_two_scale(pooled.abs().max().item())  # exact, so that squared distances cannot overflow
+    median = torch.pdist(pooled / scale).median().item() * scale
     if median == 0:
         raise ValueError("median_bandwidth: at least half of the pairs of points coincide, so the median "
                          "distance is 0; pass a positive bandwidth to mmd2 yourself")
@@ -53,12 +55,13 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, *, bandwidth: float | None = None, ma
     ``chunk_size`` x ``chunk_size`` pairs at a time. Its noise level is ``noise_level(mmd2, ...)``.
     Used by the comparison chapter (Part III).
     """
-    x, y = two_samples(x, y, max_points, seed, chunk_size)
+    if bandwidth is not None:
+        _checks.positive_float("bandwidth", bandwidth)
+    x, y, scale = two_samples(x, y, max_points, seed, chunk_size)
     if bandwidth is None:
-        bandwidth = median_bandwidth(x, y, seed=seed)
-    scale = -0.5 / _checks.positive_float("bandwidth", bandwidth) ** 2
-    xx, yy, xy = pair_means(x, y, chunk_size, kernel_scale=scale)["kernel"]
-    return xx + yy - 2 * xy
+        bandwidth = median_bandwidth(x, y, seed=seed) * scale
+    xx, yy, xy = pair_means(x, y, chunk_size, kernel_scale=kernel_scale(bandwidth, scale))["kernel"]
+    return finite_result("mmd2", xx + yy - 2 * xy)
 
 
 @threads.limited()
@@ -72,6 +75,6 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor, *, max_points: int | None 
     ``chunk_size`` act as in ``mmd2``. Its noise level is ``noise_level(energy_distance, ...)``. Used by
     the comparison chapter (Part III).
     """
-    x, y = two_samples(x, y, max_points, seed, chunk_size)
+    x, y, scale = two_samples(x, y, max_points, seed, chunk_size)
     xx, yy, xy = pair_means(x, y, chunk_size, distances=True)["distance"]
-    return 2 * xy - xx - yy
+    return finite_result("energy_distance", (2 * xy - xx - yy) * scale)
