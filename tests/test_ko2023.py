@@ -126,6 +126,12 @@ def test_cli_writes_table1_json_and_figure1_png(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["figure1.png", "table1.json"]  # no temporary files left
     printed = capsys.readouterr().out
     assert "Table 1" in printed and "56832 ±\u00a02740" in printed
+    before = (out / "table1.json").read_bytes()
+    assert main(["reproduce", "--runs", "2", "--epochs", "2", "--n-points", "200", "--out", str(out),
+                 "--no-progress"]) == 2  # an earlier result is kept
+    assert "already holds table1.json and figure1.png from an earlier reproduction; pass --overwrite" in \
+        capsys.readouterr().err
+    assert (out / "table1.json").read_bytes() == before
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -330,3 +330,43 @@ def test_reconstruction_and_kl_scores_a_vae_both_ways_in_float64():
     assert scores["recon_sampled"] != scores["recon_mean"]
     assert scores["kl"] == pytest.approx(gaussian_kl(mu.double(), logvar.double()).mean().item(), rel=1e-12)
     assert model.training  # left as it was
+
+
+# --- numbers at the edges --------------------------------------------------------------------------
+
+def test_the_two_sample_distances_are_finite_and_scale_exactly_at_any_magnitude():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 3, generator=generator, dtype=torch.float64)
+    y = torch.randn(60, 3, generator=generator, dtype=torch.float64) + 0.5
+    energy, mmd = metrics.energy_distance(x, y), metrics.mmd2(x, y)
+    for factor in (2.0**700, 2.0**-700):  # a power of two: the scaled data are exactly the data, scaled
+        assert metrics.energy_distance(x * factor, y * factor) == pytest.approx(energy * factor, rel=1e-12)
+        assert metrics.mmd2(x * factor, y * factor) == pytest.approx(mmd, rel=1e-12)
+        assert metrics.median_bandwidth(x * factor) == pytest.approx(metrics.median_bandwidth(x) * factor, rel=1e-12)
+    assert metrics.energy_distance(x * 1e200, y * 1e200) == pytest.approx(energy * 1e200, rel=1e-9)
+    # a bandwidth far below every distance: the kernel is 0 between distinct points; far above: 1
+    assert metrics.mmd2(x, y, bandwidth=1e-300) == 0.0
+    assert abs(metrics.mmd2(x, y, bandwidth=1e200)) < 1e-12
+    data = cosine_surface(300, seed=1)
+    quality = metrics.cosine_sample_quality(cosine_surface(300, seed=2).double() * 1e30, data)
+    assert 0 <= quality["mmd2"] <= 2 and all(math.isfinite(v) for v in quality.values())
+
+
+def test_results_that_cannot_be_numbers_are_errors():
+    same = torch.zeros(40, 3)
+    with pytest.raises(ValueError, match="every point of x and y is the same point"):
+        metrics.energy_distance(same, same)
+    huge = torch.tensor([[1.7e308], [1.6e308]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="energy_distance is inf for these samples"):
+        metrics.energy_distance(huge, -huge)
+    with pytest.raises(ValueError, match="must lie within 1e\\+100 of the origin"):
+        metrics.surface_distance(cosine_surface(10, seed=0).double() * 1e200)
+
+
+def test_mean_std_is_exact_near_the_largest_float_and_refuses_what_is_not_a_number():
+    from vaelib.claims import mean_std
+
+    assert mean_std([1e308, 1e308]) == {"mean": 1e308, "std": 0.0}
+    assert mean_std([1e308, -1e308])["std"] == pytest.approx(math.sqrt(2) * 1e308)
+    with pytest.raises(ValueError, match="not finite"):
+        mean_std([1.0, float("nan")])

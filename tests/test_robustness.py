@@ -255,6 +255,33 @@ def test_bad_input_is_a_vaelib_error_before_training(call, error, message):
         call()
 
 
+UNUSABLE_TENSORS = [
+    ("sparse", lambda: X.to_sparse(), TypeError, "x is a sparse_coo tensor; vaelib takes dense tensors"),
+    ("meta", lambda: torch.empty(128, 3, device="meta"), ValueError, "x is on the meta device"),
+    ("no features", lambda: torch.empty(128, 0), ValueError, r"x has no features: shape \(128, 0\)"),
+]
+CONSUMERS = {
+    "fit": lambda x: _fit(x=x),
+    "fit_batched": lambda x: _fit_batched(x=x),
+    "iwae_bound": lambda x: vaelib.estimators.iwae_bound(vaelib.VAE(3, hidden=(8,)), x, k=2),
+    "mmd2": lambda x: vaelib.metrics.mmd2(x, X),
+}
+
+
+@pytest.mark.parametrize("consumer", CONSUMERS)
+@pytest.mark.parametrize("make, error, message", [t[1:] for t in UNUSABLE_TENSORS], ids=[t[0] for t in UNUSABLE_TENSORS])
+def test_tensors_vaelib_cannot_use_are_refused_up_front_with_one_clear_error(consumer, make, error, message):
+    with pytest.raises(error, match=message):
+        CONSUMERS[consumer](make())
+
+
+def test_an_iwae_bound_that_would_not_finish_is_refused_with_its_estimate():
+    model = vaelib.VAE(3, hidden=(8,))
+    with pytest.raises(vaelib.limits.TooLarge, match=r"an IWAE bound with k = 1,000,000,000,000 samples for each of "
+                                                     r"128 points takes about .* more than the limit of 1e\+16"):
+        vaelib.estimators.iwae_bound(model, X, k=10**12)
+
+
 def test_a_bernoulli_decoder_trains_on_data_in_the_unit_interval():
     vaelib.seed_everything(0)
     x = torch.rand(64, 3, generator=torch.Generator().manual_seed(0))

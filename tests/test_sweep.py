@@ -16,14 +16,17 @@ import faulthandler
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from vaelib import sweep
+from vaelib import limits, sweep
 from vaelib.cli import main
 from vaelib.engine import kernel_available
 
@@ -310,3 +313,126 @@ def test_help_shows_an_example(capsys):
         main(["sweep", "--help"])
     out = capsys.readouterr().out
     assert exit_.value.code == 0 and "example:" in out and "[axes]" in out and "--scheduler" in out
+
+
+# --- what a sweep refuses before any work: sizes, nesting, special files -------------------------
+
+TOO_LARGE = [
+    (SMALL.replace("seed = [0, 1, 2]", f"seed = {list(range(400))}") + f"lr = {[0.001 + i / 1e6 for i in range(300)]}\n",
+     "the grid (the product of the axes' lengths) has 720,000, more than the limit of 100,000"),
+    (SMALL.replace("hidden = [8]", "hidden = [1000000000]"), "model VAE {'hidden': [1000000000], 'in_dim': 3} needs about"),
+    (SMALL.replace("[axes]", '[evaluation]\nmetrics = ["mmd2"]\nsamples = 1000000000000\n[axes]'),
+     "[evaluation] samples = 1,000,000,000,000 needs about 96 TB of memory"),
+    (SMALL.replace("seed = [0, 1, 2]", "seed = " + "[" * 5000 + "]" * 5000),
+     "nests lists or tables more than 64 levels deep, deeper than any sweep file"),
+]
+
+
+@pytest.mark.parametrize("text, message", TOO_LARGE, ids=["grid", "model", "samples", "nesting"])
+def test_work_that_cannot_finish_or_fit_is_refused_in_one_line_before_anything_runs(tmp_path, capsys, text,
+                                                                                      message):
+    started = time.perf_counter()
+    status = main(["sweep", str(_spec(tmp_path, text)), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and err.count("\n") == 1, err
+    assert time.perf_counter() - started < 60 and not (tmp_path / "out").exists()
+
+
+def test_the_limits_are_lifted_by_allow_large_and_a_fifo_is_no_sweep_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sweep.spec, "MAX_RUNS", 11)
+    with pytest.raises(limits.TooLarge, match="has 18, more than the limit of 11; split the sweep"):
+        sweep.load_spec(_spec(tmp_path, SMALL))
+    with limits.allow_large():
+        assert len(sweep.load_spec(_spec(tmp_path, SMALL)).runs) == 12
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)  # opening it for reading would block for ever
+    assert main(["sweep", str(fifo), "--out", str(tmp_path / "out")]) == 2
+    assert "is a FIFO (named pipe), not a regular file" in capsys.readouterr().err
+
+
+# --- a scheduler address that is no Dask scheduler ---------------------------------------------------
+
+def _serve(greeting: bytes | None) -> tuple[str, socket.socket]:
+    """A local TCP service in a thread: it accepts, sends ``greeting`` (None: nothing, ever), and
+    keeps the connection open."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def serve():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            held.append(connection)
+            if greeting is not None:
+                connection.sendall(greeting)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"tcp://127.0.0.1:{server.getsockname()[1]}", server
+
+
+@pytest.mark.parametrize("greeting, message", [
+    (None, "it said nothing within 0.5 s"),
+    (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", "it answered b'HTTP/1.1', not a Dask handshake"),
+    (b"SSH-2.0-OpenSSH_9.6\r\n", "it answered b'SSH-2.0-', not a Dask handshake"),
+], ids=["silent", "http", "ssh"])
+def test_a_scheduler_address_that_is_no_dask_scheduler_is_one_line_within_the_bound(tmp_path, capsys, monkeypatch,
+                                                                                      greeting, message):
+    monkeypatch.setattr(sweep.client, "HANDSHAKE_TIMEOUT_S", 0.5)
+    address, server = _serve(greeting)
+    try:
+        started = time.perf_counter()
+        status = main(["sweep", str(_spec(tmp_path, SMALL)), "--out", str(tmp_path / "out"), "--scheduler",
+                       address, "--no-progress"])
+        elapsed = time.perf_counter() - started
+    finally:
+        server.close()
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert f"no Dask scheduler answers at '{address}': {message}" in err
+    assert elapsed < 60  # the spec's checks and the probe; a client would have waited for ever or allocated EiB
+    assert main(["sweep", str(_spec(tmp_path, SMALL)), "--out", str(tmp_path / "out"), "--scheduler",
+                 "http://127.0.0.1:8787"]) == 2
+    assert "is not a Dask address" in capsys.readouterr().err
+
+
+# --- stored results are verified -----------------------------------------------------------------
+
+def test_an_edited_result_does_not_verify_and_its_runs_are_trained_again(tmp_path, two_workers, capsys):
+    spec = _spec(tmp_path, SMALL.replace('"elbo", "geco", "ko"', '"elbo", "ko"').replace("[0, 1, 2]", "[0]"))
+    out = tmp_path / "out"  # 3 runs: the ELBO, and eq. K7 at two deltas
+    argv = ["sweep", str(spec), "--out", str(out), "--scheduler", two_workers.scheduler_address, "--no-progress",
+            "--chunk-size", "1"]
+    assert main(argv) == 0
+    original = json.loads((out / "runs.json").read_text())
+    chunk = sorted((out / "chunks").glob("*.json"))[0]
+    content = json.loads(chunk.read_text())
+    content["runs"][0]["result"]["eval"]["recon"] = 123.0  # the file stays valid JSON with every key and spec
+    chunk.write_text(json.dumps(content))
+    capsys.readouterr()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"note: {chunk} does not verify" in printed and "trained 1 in 1 chunks" in printed
+    assert json.loads((out / "runs.json").read_text()) == original
+    assert "123.0" not in (out / "runs.csv").read_text() + (out / "runs.json").read_text()
+    assert sweep.client.done_runs(out / "chunks")[1] == []  # retrained and stored again, verified
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------------------
+
+def test_ctrl_c_stops_a_sweep_with_one_line_and_status_130(tmp_path):
+    """A terminal's Ctrl-C reaches the whole foreground process group, the workers too."""
+    out = tmp_path / "out"
+    child = subprocess.Popen([sys.executable, "-m", "vaelib", "sweep", str(_spec(tmp_path, SLOW)), "--out", str(out),
+                              "--workers", "2", "--chunk-size", "1", "--no-progress"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 300
+    while not list(out.glob("chunks/*.json")) and time.time() < deadline and child.poll() is None:
+        time.sleep(0.1)
+    os.killpg(child.pid, signal.SIGINT)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err
+    assert err == (f"vaelib sweep: error: interrupted; the finished chunks are saved in {out}: run the same command "
+                   "again to continue\n")

@@ -43,7 +43,7 @@ def two_samples(x: torch.Tensor, y: torch.Tensor, max_points: int | None, seed: 
                 chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Validated, subsampled float64 copies of x and y, centred on their pooled mean and divided by
     ``scale`` (returned third): 1 for coordinates within ``SAFE_SCALE`` (about 1e-99 to 1e99), else
-    the power of two nearest their largest magnitude. Dividing by a power of two is exact, so a
+    a power of two near their largest magnitude. Dividing by a power of two is exact, so a
     distance computed from the scaled copies, times ``scale``, is the distance of the originals;
     squared distances then neither overflow nor underflow. Raises ``ValueError`` when every point of
     x and y is one and the same point: a distance between distributions needs some spread."""
@@ -71,10 +71,11 @@ def two_samples(x: torch.Tensor, y: torch.Tensor, max_points: int | None, seed: 
 
 
 def power_of_two_scale(largest: float) -> float:
-    """1 when ``largest`` lies within ``SAFE_SCALE`` (or is 0), else the power of two nearest it."""
+    """1 when ``largest`` lies within ``SAFE_SCALE`` (or is 0), else the power of two at or just
+    below it (``largest / scale`` lies in [1, 2))."""
     if largest == 0 or SAFE_SCALE[0] <= largest <= SAFE_SCALE[1]:
         return 1.0
-    return math.ldexp(1.0, math.frexp(largest)[1])
+    return math.ldexp(1.0, math.frexp(largest)[1] - 1)
 
 
 def kernel_scale(bandwidth: float, scale: float) -> float:

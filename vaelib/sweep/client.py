@@ -166,11 +166,11 @@ _MAX_GREETING_BYTES = 2**16
 _OTHER_SCHEMES = ("tls", "ucx", "ws", "wss", "inproc")
 
 
-def probe_scheduler(address: str, timeout: float = HANDSHAKE_TIMEOUT_S) -> None:
+def probe_scheduler(address: str, timeout: float | None = None) -> None:
     """Check that a Dask scheduler listens at ``address`` before a client connects to it.
 
     A ``tcp://`` address (or a bare HOST:PORT) is opened and its greeting read within ``timeout``
-    seconds in all: a Dask server sends a small framed handshake as soon as it accepts. A service
+    seconds in all (default ``HANDSHAKE_TIMEOUT_S``): a Dask server sends a small framed handshake as soon as it accepts. A service
     that accepts and says nothing (a client would wait for ever), or that says anything else (an
     HTTP server: a client would read its first bytes as a frame length and try to allocate
     exabytes), is refused with a ``ConnectionError`` naming the address. Other schemes (tls://,
@@ -188,6 +188,7 @@ def probe_scheduler(address: str, timeout: float = HANDSHAKE_TIMEOUT_S) -> None:
     if not separator or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"scheduler address {address!r} is not tcp://HOST:PORT (a port in 1-65535); "
                          "give the address the scheduler printed, such as tcp://10.0.0.5:8786")
+    timeout = HANDSHAKE_TIMEOUT_S if timeout is None else timeout
     deadline = time.monotonic() + timeout
     failed = f"no Dask scheduler answers at {address!r}"
     advice = "check the address (tcp://HOST:PORT, the scheduler's port, not its dashboard's) and that it runs"

@@ -91,8 +91,8 @@ def load_spec(path: str | os.PathLike[str]) -> Sweep:
     path = Path(path)
     try:  # a regular file only (a FIFO would block), within the size and nesting limits of every document
         mapping = _io.read_document(path, "a sweep file", kind="toml")
-    except _io.DocumentError as exc:
-        raise SpecError(str(exc)) from None
+    except _io.DocumentError as exc:  # named as every other problem of the file is: by its name
+        raise SpecError(str(exc).replace(os.fspath(path), path.name, 1)) from None
     except (OSError, ValueError) as exc:
         raise SpecError(f"cannot read the sweep file {str(path)!r}: {exc}") from None
     return parse_spec(mapping, base_dir=path.resolve().parent, source=path.name)
