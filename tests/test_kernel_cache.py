@@ -459,3 +459,22 @@ def test_fit_batched_rebuilds_a_damaged_cached_kernel_quietly(cache, fresh_kerne
         warnings.simplefilter("error", KernelCacheWarning)
         train_two_runs()
     assert _kernel.load() is not None and library.stat().st_size != 4096
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU times from /proc")
+def test_a_hung_compiler_is_stopped_when_it_makes_no_progress_and_remembered(cache, source, tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", str(fake_compiler(tmp_path, then="sleep 30")))  # uses no CPU: waits on nothing
+    monkeypatch.setattr(_build, "NO_PROGRESS_S", 0.6)
+    started = time.monotonic()
+    with pytest.warns(KernelUnavailableWarning, match="made no progress for 0.6 s"):
+        assert load_library(source, FLAGS, SYMBOL) is None
+    assert time.monotonic() - started < 20
+    started = time.monotonic()  # the next process: no compiler run at all
+    with pytest.warns(KernelUnavailableWarning, match="made no progress for 0.6 s when this process's compiler was "
+                                                      "last tried, so it is not tried again until"):
+        assert load_library(source, FLAGS, SYMBOL) is None
+    assert time.monotonic() - started < 2
+    monkeypatch.setenv("CC", str(fake_compiler(tmp_path, then="exit 3")))  # another compiler: tried again
+    with pytest.warns(KernelUnavailableWarning, match="failed"):
+        assert load_library(source, FLAGS, SYMBOL) is None
+    assert partial_files(tmp_path) == []

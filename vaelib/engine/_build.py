@@ -46,7 +46,12 @@ to a path (``<library>.<pid>.<random>.partial`` in the folder), with umask 077; 
 were swapped during a build, the output would land elsewhere and opening it through the descriptor
 would fail: a failed build, never a foreign file loaded.
 
-Faults. The compiler runs in a session of its own with a time-out (``COMPILE_TIMEOUT_S``); on the
+Faults. The compiler runs in a session of its own with a time-out (``COMPILE_TIMEOUT_S``), and on
+Linux is also stopped once its processes have used no CPU time for ``NO_PROGRESS_S`` (waiting on a
+lock or a licence server). A compiler that hung is remembered in the cache folder
+(``<library>.hung``, or ``<source stem>-<compiler>.version-hung`` for a ``--version`` that hung),
+so that later processes fall back at once rather than wait again; the record names the cache key,
+so a changed compiler, flags or source is tried afresh (removing the record retries). On the
 time-out or any exception (KeyboardInterrupt included) the whole session is killed, the compiler
 driver's children too (``subprocess.run``'s time-out kills only the driver: its cc1, as or ld would
 run on and could write the output after it was cleaned up), and the partial file is removed. Partial
@@ -76,8 +81,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# A compile of kernel.c takes seconds; one that has not finished in two minutes is stuck.
-COMPILE_TIMEOUT_S = 120.0
+# A compile of kernel.c takes seconds; one that has not finished in a minute is stuck.
+COMPILE_TIMEOUT_S = 60.0
+# A compiler whose processes together use no CPU time for this long is waiting on something that
+# will not come (a lock, a licence server, a terminal): stopped at once (Linux, from /proc).
+NO_PROGRESS_S = 8.0
 # ``cc --version`` answers in milliseconds; a compiler that does not answer in this time is unusable.
 VERSION_TIMEOUT_S = 10.0
 # Partial files older than this belong to a process that was killed (longer than any compile may take).
@@ -176,10 +184,17 @@ def _load_or_build(source: Path, compiler: list[str], flags: list[str], symbol: 
         source_bytes = source.read_bytes()
     except OSError as error:
         raise _Unusable(f"its source {source} cannot be read ({error.strerror})") from None
-    key = cache_key(source_bytes, compiler, flags)
-    name = f"{source.stem}-{key}.so"
     folder = _Folder.open_cache()
     try:
+        identity = _compiler_identity(compiler)
+        marker = f"{source.stem}-{identity}.version-hung"
+        _refuse_if_hung(folder, marker, marker)
+        try:
+            key = cache_key(source_bytes, compiler, flags)
+        except _Hung as hung:
+            _remember_hung(folder, marker, marker, str(hung))
+            raise
+        name = f"{source.stem}-{key}.so"
         folder.remove_stale_partials()
         problem: _Unusable
         try:
@@ -190,8 +205,12 @@ def _load_or_build(source: Path, compiler: list[str], flags: list[str], symbol: 
                           KernelCacheWarning, stacklevel=3)
         except _Unusable as cached:
             problem = cached
+        _refuse_if_hung(folder, f"{name}.hung", f"{key}:{identity}")
         try:
             return _load_checked(folder, name, symbol, *_build(folder, name, key, compiler, flags, source))
+        except _Hung as hung:
+            _remember_hung(folder, f"{name}.hung", f"{key}:{identity}", str(hung))
+            raise
         except _Unusable as built:
             before = "" if isinstance(problem, _NotBuilt) else f"{problem}; rebuilding it failed: "
             raise _Unusable(f"{before}{built}") from None
@@ -287,6 +306,49 @@ class _Folder:
             self.replace(partial, name)
         finally:
             _unlink_quietly(partial, self.fd)
+
+
+class _Hung(_Unusable):
+    """The compiler did not finish in time or stopped making progress."""
+
+
+def _compiler_identity(compiler: Sequence[str]) -> str:
+    """The compiler as a file (path, arguments, size, modification time, inode), without running it:
+    what a remembered hang of ``--version`` is keyed by."""
+    try:
+        info = os.stat(compiler[0])
+        facts = [*compiler, str(info.st_size), str(info.st_mtime_ns), str(info.st_ino)]
+    except OSError:
+        facts = list(compiler)
+    return hashlib.sha256("\0".join(facts).encode()).hexdigest()[:32]
+
+
+def _refuse_if_hung(folder: _Folder, marker: str, key: str) -> None:
+    """Raise ``_Unusable`` when ``marker`` records that this build (``key``) hung in an earlier
+    process: the next processes fall back at once instead of waiting for the same compiler again.
+    A changed compiler, flags, CPU or source gives another key, hence another try."""
+    try:
+        descriptor = _open_checked(folder, marker, folder.path / marker)
+    except _Unusable:  # none (the normal case), or not ours: then it is not trusted, and the build is tried
+        return
+    with os.fdopen(descriptor, "rb") as file:
+        data = file.read(MAX_RECORD_BYTES + 1)
+    try:
+        record = json.loads(data)
+        if record["key"] != key or not isinstance(record["reason"], str):
+            return
+    except (ValueError, TypeError, KeyError):
+        return
+    raise _Unusable(f"{record['reason']} when this process's compiler was last tried, so it is not tried again "
+                    f"until the compiler, its flags or the kernel's source change (remove {folder.path / marker} "
+                    "to try it now)")
+
+
+def _remember_hung(folder: _Folder, marker: str, key: str, reason: str) -> None:
+    try:
+        folder.write_atomically(marker, json.dumps({"key": key, "reason": reason, "time": time.time()}).encode())
+    except (OSError, _Unusable):
+        pass  # not remembered: the next process waits once more, nothing worse
 
 
 def _load_cached(folder: _Folder, name: str, key: str, symbol: str) -> ctypes.CDLL:
@@ -401,8 +463,10 @@ def _build(folder: _Folder, name: str, key: str, compiler: list[str], flags: lis
             os.close(descriptor)
             raise
         return descriptor, record
+    except _Stalled:
+        raise _Hung(f"{shlex.join(compiler)} made no progress for {NO_PROGRESS_S:g} s") from None
     except subprocess.TimeoutExpired:
-        raise _Unusable(f"{shlex.join(compiler)} did not finish within {COMPILE_TIMEOUT_S:g} s") from None
+        raise _Hung(f"{shlex.join(compiler)} did not finish within {COMPILE_TIMEOUT_S:g} s") from None
     except OSError as error:
         raise _Unusable(f"building it failed ({error})") from None
     finally:
@@ -414,7 +478,7 @@ def _compiler_version(compiler: Sequence[str]) -> bytes:
     try:
         returncode, output, _ = _run([*compiler, "--version"], VERSION_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise _Unusable(f"{shlex.join(compiler)} --version did not answer within {VERSION_TIMEOUT_S:g} s") from None
+        raise _Hung(f"{shlex.join(compiler)} --version did not answer within {VERSION_TIMEOUT_S:g} s") from None
     except OSError as error:
         raise _Unusable(f"{shlex.join(compiler)} cannot be run ({error})") from None
     return output if returncode == 0 else b""
@@ -424,10 +488,23 @@ def _run(command: list[str], timeout: float) -> tuple[int, bytes, bytes]:
     """Run ``command`` with umask 077 in a session of its own: its exit status, stdout and stderr.
 
     On the time-out or any exception the whole session is killed (a compiler driver's children too)."""
+    deadline = time.monotonic() + timeout
     with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           start_new_session=True, umask=0o077) as process:
         try:
-            stdout, stderr = process.communicate(timeout=timeout)
+            cpu, progressed = _session_cpu(process.pid), time.monotonic()
+            while True:
+                try:
+                    stdout, stderr = process.communicate(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() >= deadline:
+                        raise
+                now = _session_cpu(process.pid)
+                if now is None or cpu is None or now != cpu:
+                    cpu, progressed = now, time.monotonic()
+                elif time.monotonic() - progressed >= NO_PROGRESS_S:
+                    raise _Stalled(command, timeout)
         except BaseException:
             try:  # the group outlives the driver while any of its children live; its id is not reused before
                 os.killpg(process.pid, signal.SIGKILL)
@@ -436,6 +513,32 @@ def _run(command: list[str], timeout: float) -> tuple[int, bytes, bytes]:
             process.wait()
             raise
     return process.returncode, stdout, stderr
+
+
+class _Stalled(subprocess.TimeoutExpired):
+    """The compiler's processes used no CPU time for ``NO_PROGRESS_S``."""
+
+
+def _session_cpu(session: int) -> int | None:
+    """The CPU time (clock ticks) of the processes of ``session`` (its leader's pid), and of its
+    children that have exited and were waited for; None where /proc cannot tell (not Linux)."""
+    if not os.path.isdir("/proc/self"):
+        return None
+    total = 0
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return None
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if len(fields) > 14 and int(fields[3]) == session:  # fields from the state on: state ppid pgrp session
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total
 
 
 def _check_owned(checked: os.stat_result, what: str) -> None:
