@@ -384,3 +384,10 @@ def test_ctrl_c_stops_reproduce_with_one_line_and_status_130(tmp_path):
     assert err == (f"vaelib reproduce: error: interrupted; its training state is saved in {state}: run the same "
                    "command with --resume to continue\n")
     assert not (tmp_path / "table1.json").exists()
+
+
+def test_a_broadcast_view_of_many_rows_is_validated_without_materialising_it():
+    x = torch.tensor([[1.0, 2.0, 3.0]]).expand(10**10, 3)  # 120 GB if materialised
+    assert vaelib._checks.data_matrix("x", x) is x
+    with pytest.raises(ValueError, match="non-finite values \\(NaN or inf\\) in 10000000000 of 10000000000 rows"):
+        vaelib._checks.data_matrix("x", torch.tensor([[1.0, float("nan"), 3.0]]).expand(10**10, 3))
