@@ -136,16 +136,16 @@ def pair_sums(a: torch.Tensor, b: torch.Tensor, chunk_size: int, kernel_scale: f
     for start in range(0, len(a), chunk_size):
         rows = a_augmented[start:start + chunk_size]
         for other in range(start if same else 0, len(b), chunk_size):
-            squared = rows @ b_augmented[other:other + chunk_size].T
+            squared = (rows @ b_augmented[other:other + chunk_size].T).clamp_min_(0)  # rounding can give < 0
             diagonal_block = same and other == start
             weight = 2.0 if same and not diagonal_block else 1.0
             if distances:
-                distance = squared.clamp_min(0).sqrt_()
+                distance = squared.sqrt()
                 if diagonal_block:
                     distance.fill_diagonal_(0)
                 distance_sum += weight * distance.sum(dtype=torch.float64)
-            if kernel_scale is not None:  # rounding can make a squared distance slightly negative
-                kernel = squared.clamp_min_(0).mul_(kernel_scale).exp_()
+            if kernel_scale is not None:
+                kernel = squared.mul_(kernel_scale).exp_()
                 if diagonal_block:
                     kernel.fill_diagonal_(0)
                 kernel_sum += weight * kernel.sum(dtype=torch.float64)
