@@ -260,8 +260,12 @@ def missing_record(library: Path, tmp_path: Path) -> None:
     Path(f"{library}.json").unlink()
 
 
+def deeply_nested_record(library: Path, tmp_path: Path) -> None:
+    Path(f"{library}.json").write_text("[" * 4000)  # within the size limit; too deep for json's recursion
+
+
 @pytest.mark.parametrize("damage", [random_bytes, empty, missing_symbol, folder_in_place, link_in_place,
-                                    damaged_record, missing_record])
+                                    damaged_record, missing_record, deeply_nested_record])
 def test_a_damaged_library_is_rebuilt_quietly(cache, source, attacker_library, tmp_path, damage):
     load_quietly(source)
     damage(the_library(cache), tmp_path)

@@ -337,7 +337,7 @@ def _refuse_if_hung(folder: _Folder, marker: str, key: str) -> None:
         record = json.loads(data)
         if record["key"] != key or not isinstance(record["reason"], str):
             return
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):  # RecursionError: [[[[... planted
         return
     raise _Unusable(f"{record['reason']} when this process's compiler was last tried, so it is not tried again "
                     f"until the compiler, its flags or the kernel's source change (remove {folder.path / marker} "
@@ -421,7 +421,7 @@ def _read_record(folder: _Folder, name: str, key: str) -> dict[str, Any]:
         record: dict[str, Any] = json.loads(data)
         valid = (len(data) <= MAX_RECORD_BYTES and record["key"] == key and type(record["size"]) is int
                  and isinstance(record["sha256"], str) and len(record["sha256"]) == 64)
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):  # RecursionError: [[[[... planted
         valid = False
     if not valid:
         raise _Unusable(f"the build record {folder.path / record_name} is damaged")

@@ -629,9 +629,9 @@ def _prepare_state(state_dir: Path, config: Ko2023Config, resume: bool) -> Path:
         if not resume:
             raise FileExistsError(f"{state_dir} holds the saved state of an unfinished reproduction; resume it "
                                   "(resume=True; --resume on the command line) or delete that folder to start again")
-        try:
-            saved = json.loads(recorded.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        try:  # a regular file within the size and nesting limits of every document vaelib reads
+            saved = _io.read_document(recorded, "the reproduction's settings", kind="json")
+        except (OSError, ValueError) as exc:
             raise ValueError(f"{recorded} cannot be read ({exc}); delete {state_dir} to start again") from None
         saved = saved if isinstance(saved, dict) else {}
         if "engine" in saved and "runner" not in saved:  # saved before the runner had its name
