@@ -386,6 +386,14 @@ def test_ctrl_c_stops_reproduce_with_one_line_and_status_130(tmp_path):
     assert not (tmp_path / "table1.json").exists()
 
 
+def test_an_iwae_bound_of_a_model_with_nan_weights_is_an_error_not_a_number():
+    model = vaelib.VAE(3, hidden=(8,))
+    with torch.no_grad():
+        next(model.decoder.parameters()).fill_(float("nan"))
+    with pytest.raises(ValueError, match="the IWAE bound is NaN for 128 of 128 points"):
+        vaelib.estimators.iwae_bound(model, X, k=2)
+
+
 def test_a_broadcast_view_of_many_rows_is_validated_without_materialising_it():
     x = torch.tensor([[1.0, 2.0, 3.0]]).expand(10**10, 3)  # 120 GB if materialised
     assert vaelib._checks.data_matrix("x", x) is x

@@ -67,7 +67,12 @@ def iwae_bound(model: VAE, x: torch.Tensor, k: int, *, decoder_variance: float =
     x = _validated(model, x, k, decoder_variance)
     chunks = [_iwae_bound_of_chunk(model, rows, k, decoder_variance, generator)
               for rows in x.split(MAX_ROWS_PER_CHUNK)]
-    return torch.cat(chunks)
+    bound = torch.cat(chunks)
+    if torch.isnan(bound).any():
+        raise ValueError(f"the IWAE bound is NaN for {int(torch.isnan(bound).sum())} of {len(bound)} points: the "
+                         "model's weights or outputs are not finite (a diverged run?); check "
+                         "all(p.isfinite().all() for p in model.parameters())")
+    return bound
 
 
 def marginal_log_likelihood(model: VAE, x: torch.Tensor, k: int = 1000, *,
