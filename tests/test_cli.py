@@ -285,3 +285,22 @@ def test_the_helps_catalogue_is_vaelibs_own_values():
     after changing one of them, rewrite it with: python -m vaelib.cli._catalogue"""
     assert _catalogue.catalogue() == json.loads(json.dumps(_catalogue.live())), (
         "vaelib/cli/catalogue.json is out of date: run python -m vaelib.cli._catalogue")
+
+
+def test_allow_large_lifts_the_limits_for_the_command_it_is_given_to(trained_folder, capsys, monkeypatch):
+    """A refusal for size says '--allow-large'; the commands it names take that flag, and the command
+    then runs inside vaelib.limits.allow_large()."""
+    folder = trained_folder
+    status = main(["evaluate", str(folder / "run.ckpt"), "--data", str(folder / "test.csv"), "-k", str(10**12)])
+    message = capsys.readouterr().err
+    assert status == 2 and "--allow-large" in message and message.count("\n") == 1, message
+
+    from vaelib import limits
+    from vaelib.cli import evaluate
+
+    seen = []
+    monkeypatch.setattr(evaluate, "run", lambda args: seen.append(limits.lifted()) or 0)
+    for flags in ([], ["--allow-large"]):
+        assert main(["evaluate", str(folder / "run.ckpt"), "--data", str(folder / "test.csv"), *flags]) == 0
+    assert seen == [False, True]
+    assert not limits.lifted()

@@ -60,6 +60,14 @@ def add_import_flag(cmd: argparse.ArgumentParser) -> None:
                           "vaelib.register_model; found on PYTHONPATH or in the current folder); repeatable")
 
 
+def add_allow_large_flag(cmd: argparse.ArgumentParser, what: str) -> None:
+    """``--allow-large``: lift vaelib.limits' refusals of work or memory beyond its limits for this
+    command (``main`` runs the command inside ``limits.allow_large()``)."""
+    cmd.add_argument("--allow-large", action="store_true",
+                     help=f"{what} even when vaelib estimates more work or memory than its limits allow "
+                          "(the refusal names the estimate and the limit)")
+
+
 def import_user_modules(names: list[str]) -> None:
     """Import the modules given with ``--import``; a one-line ValueError for one that fails."""
     if "" not in sys.path and os.getcwd() not in sys.path:
@@ -104,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         return fail(args.command, exc, status=2)
     try:
+        if getattr(args, "allow_large", False):
+            from vaelib import limits
+
+            with limits.allow_large():
+                return command_module(args.command).run(args)
         return command_module(args.command).run(args)
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (a command may say more itself)
         return fail(args.command, "interrupted", status=130)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vaelib.cli import add_import_flag, _data, _files, fail, seed
+from vaelib.cli import add_allow_large_flag, add_import_flag, _data, _files, fail, seed
 
 EXAMPLE = """examples:
   python -m vaelib encode run.ckpt --data data.csv --out codes.npy              # posterior means
@@ -29,6 +29,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     cmd.add_argument("--seed", type=seed, default=0, help="seed of the codes drawn with --sample (default 0)")
     _data.add_column_flags(cmd, "; default: those train used")
     add_import_flag(cmd)
+    add_allow_large_flag(cmd, "encode")
     return cmd
 
 

@@ -23,7 +23,8 @@ import argparse
 import json
 from pathlib import Path
 
-from vaelib.cli import add_import_flag, _data, _files, fail, positive_float, positive_int, seed
+from vaelib.cli import (_data, _files, add_allow_large_flag, add_import_flag, fail, positive_float, positive_int,
+                        seed)
 
 DEFAULT_K = 100
 EXAMPLE = """examples:
@@ -60,6 +61,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
                      help="also write every point's scores, one row per point, as CSV")
     _data.add_column_flags(cmd, "; default: those train used")
     add_import_flag(cmd)
+    add_allow_large_flag(cmd, "evaluate")
     return cmd
 
 

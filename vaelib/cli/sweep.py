@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from vaelib.cli import fail, positive_int
+from vaelib.cli import add_allow_large_flag, fail, positive_int
 
 EXAMPLE_SPEC = """\
   # sweep.toml: the ELBO against GECO, 5 seeds each, and eq. K7 over three deltas (25 runs)
@@ -51,25 +51,20 @@ def add_parser(commands) -> argparse.ArgumentParser:
     sweep.add_argument("--chunk-size", type=positive_int, metavar="K",
                        help="runs per chunk, trained as one batched computation (default: about four chunks per "
                             "worker, at most 64 runs)")
-    sweep.add_argument("--allow-large", action="store_true",
-                       help="run a sweep whose estimated work or memory is above vaelib's limits (a grid of more "
-                            "than 100,000 runs, more than a day of work, more memory than is free)")
+    add_allow_large_flag(sweep, "run a sweep")
     sweep.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     return sweep
 
 
 def run(args: argparse.Namespace) -> int:
     """Check the spec and the output folder, then train, print the summary and say what was written."""
-    import contextlib
-
     from vaelib import limits, sweep
 
     if args.scheduler is not None and args.workers is not None:
         return fail(args.command, "--workers sizes the local cluster; with --scheduler the cluster's own "
                                   "workers run the sweep: give one or the other", status=2)
     try:
-        with limits.allow_large() if args.allow_large else contextlib.nullcontext():
-            spec = sweep.load_spec(args.spec)
+        spec = sweep.load_spec(args.spec)
     except (sweep.SpecError, limits.TooLarge) as exc:
         return fail(args.command, exc, status=2)
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from vaelib.cli import add_import_flag, _data, fail, positive_float, positive_int, seed
+from vaelib.cli import add_allow_large_flag, add_import_flag, _data, fail, positive_float, positive_int, seed
 from vaelib.cli._catalogue import catalogue
 from vaelib.cli._train_settings import DEFAULT_MODEL
 
@@ -115,6 +115,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     training.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     _data.add_column_flags(cmd)
     add_import_flag(cmd)
+    add_allow_large_flag(cmd, "train")
     return cmd
 
 
