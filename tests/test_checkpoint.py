@@ -466,3 +466,16 @@ def test_a_forged_training_state_is_a_checkpoint_error(tmp_path, edit, message):
     _reseal(path, edit_meta=_json_edit(edit))
     with pytest.raises(CheckpointError, match=re.escape(message)):
         ck.load_state(path, content="test")
+
+
+def test_a_checkpoint_whose_model_arguments_describe_a_huge_model_is_refused_before_allocating(saved):
+    """load_model counts the stored arguments' model on the meta device first: a forged (or
+    mistaken) latent size of 10^9 is a one-line TooLarge naming the file, not an allocation."""
+    from vaelib import limits
+    from vaelib.models import load_model
+
+    path = saved[0]
+    _reseal(path, edit_meta=_json_edit(lambda m: m["model"]["init_args"].update(latent_dim=10**9)))
+    with pytest.raises(limits.TooLarge, match="model .* needs about .* of memory") as info:
+        load_model(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)

@@ -304,3 +304,12 @@ def test_allow_large_lifts_the_limits_for_the_command_it_is_given_to(trained_fol
         assert main(["evaluate", str(folder / "run.ckpt"), "--data", str(folder / "test.csv"), *flags]) == 0
     assert seen == [False, True]
     assert not limits.lifted()
+
+
+def test_a_model_that_cannot_fit_is_refused_before_it_is_built(files, capsys):
+    """train counts the model on the meta device first (vaelib.limits): one line and exit 2."""
+    status = main(["train", str(files / "train.csv"), "--checkpoint", str(files / "big.ckpt"), "--epochs", "1",
+                   "--latent-dim", str(10**9), "--no-progress"])
+    message = capsys.readouterr().err
+    assert status == 2 and message.count("\n") == 1 and "needs about" in message and "--latent-dim" in message
+    assert not (files / "big.ckpt").exists()

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vaelib import limits
 from vaelib.cli import _data, _files
 from vaelib.cli._train_settings import model_arguments, model_class, resolve_settings, training_settings
 from vaelib.objectives import Objective
@@ -34,19 +35,26 @@ class TrainingRun:
         self.history_file = _files.history_path(checkpoint)
         self.rows: list[dict[str, Any]] = []
         self.settings_saved = False
+        self.scores_heldout_itself = False  # True only when resuming a run of an earlier vaelib
 
     def train(self, progress: bool) -> History:
+        from vaelib.checkpoint import load_checkpoint
         from vaelib.train import fit
 
-        resume = self.args.resume
+        resume, heldout = self.args.resume, self.x_heldout
         if resume:
             self.rows = self._previous_rows()
+            if heldout is not None and self.rows and not any(k.startswith("heldout_") for k in
+                                                             load_checkpoint(self.checkpoint).history):
+                # A run of an earlier vaelib kept its held-out scores in the CSV only, and fit resumes
+                # a history term by term: score them here after each epoch, as that version did.
+                self.scores_heldout_itself, heldout = True, None
         writer = self._tensorboard()
         try:
             history = fit(self.model, self.objective, self.x_train, self.training, progress=progress,
                           on_epoch_end=self._epoch_end(writer), checkpoint=self.checkpoint,
                           resume_from=self.checkpoint if resume else None, overwrite=self.args.overwrite,
-                          scaling=self.scaling, heldout=self.x_heldout, patience=self.settings["patience"],
+                          scaling=self.scaling, heldout=heldout, patience=self.settings["patience"],
                           lr_schedule=self.settings["lr_schedule"], device=self.device)
         finally:
             if writer is not None:
@@ -94,6 +102,12 @@ class TrainingRun:
     def _epoch_end(self, writer: Any) -> Callable[[int, dict[str, float]], None]:
         def on_epoch_end(epoch: int, means: dict[str, float]) -> None:
             row = {"epoch": epoch + 1, **means}  # the held-out terms too: fit scores them
+            if self.scores_heldout_itself and self.x_heldout is not None:
+                from vaelib.train import heldout_terms
+
+                device = next(self.model.parameters()).device
+                row.update({f"heldout_{name}": value for name, value in heldout_terms(
+                    self.model, self.objective, self.x_heldout.to(device), self.training.seed).items()})
             if not self.settings_saved:  # after an epoch, when fit has accepted the setup
                 _files.write_json(_files.settings_path(self.checkpoint), self._recorded_settings())
                 self.settings_saved = True
@@ -196,8 +210,15 @@ def prepare(args: argparse.Namespace) -> TrainingRun:
         x_heldout = None if x_heldout is None else scaling.apply(x_heldout)
 
     cls = model_class(settings)
+    arguments = model_arguments(cls, settings)
+    training = training_settings(settings)
+    # Counted before anything is allocated: a model that cannot fit is one line, not a traceback.
+    limits.check_training(limits.model_size(lambda: cls(in_dim=x.shape[1], **arguments)), runs=1, rows=len(x),
+                          batch_size=training.batch_size, epochs=training.epochs,
+                          what=f"{cls.__name__} {arguments} on {len(x):,} rows",
+                          advice="use a smaller model (--latent-dim, --hidden) or fewer epochs")
     vaelib.seed_everything(run_seed)  # the initial weights
-    model = cls(in_dim=x.shape[1], **model_arguments(cls, settings))
+    model = cls(in_dim=x.shape[1], **arguments)
     recorded_args = {key: value for key, value in model.init_args.items() if key != "in_dim"}
     settings["model"] = {"name": cls.__name__.lower(), **recorded_args}
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
@@ -225,7 +246,6 @@ def prepare(args: argparse.Namespace) -> TrainingRun:
     problem = None if scaling is not None or out.recon_is_logits else scale_problem(x)
     if problem is not None:
         notes.append(f"{data_path}: {problem}; pass --standardize")
-    training = training_settings(settings)
     _check_device(args.device)
     if recorded is not None:
         notes += _record_changes(checkpoint, recorded, settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vaelib.cli import _data, add_import_flag, fail
+from vaelib.cli import _data, add_allow_large_flag, add_import_flag, fail
 
 EXAMPLE = """examples:
   python -m vaelib export run.ckpt --out run            # writes run.encoder.pt2 and run.decoder.pt2
@@ -29,6 +29,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     cmd.add_argument("--out", required=True, metavar="PREFIX",
                      help="where to write: PREFIX.encoder.pt2 and PREFIX.decoder.pt2")
     add_import_flag(cmd)
+    add_allow_large_flag(cmd, "export")
     return cmd
 
 

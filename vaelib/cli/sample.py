@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vaelib.cli import add_import_flag, _data, _files, fail, positive_int, seed
+from vaelib.cli import add_allow_large_flag, add_import_flag, _data, _files, fail, positive_int, seed
 
 EXAMPLE = """examples:
   python -m vaelib sample run.ckpt -n 1000 --out samples.npy
@@ -30,6 +30,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     cmd.add_argument("--with-noise", action="store_true",
                      help="draw x ~ p(x|z) instead of returning the decoder's mean")
     add_import_flag(cmd)
+    add_allow_large_flag(cmd, "sample")
     return cmd
 
 

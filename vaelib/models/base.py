@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vaelib import limits
 from vaelib.checkpoint import CheckpointError, load_checkpoint
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
@@ -119,8 +120,17 @@ def load_model(path: str | os.PathLike) -> nn.Module:
         raise CheckpointError(f"{checkpoint.path} holds a {checkpoint.model_class} model, which is not a registered "
                               f"model class (registered: {sorted(_REGISTRY)}); import the module that defines "
                               "and registers it first")
+    cls, args = _REGISTRY[checkpoint.model_class], checkpoint.model_args
     try:
-        model = _REGISTRY[checkpoint.model_class](**checkpoint.model_args)
+        # Counted on the meta device first: forged or mistaken arguments of a huge model are refused
+        # with the estimate before anything is allocated.
+        limits.check_model_memory(limits.model_size(lambda: cls(**args)),
+                                  f"{checkpoint.path}'s {checkpoint.model_class} model {checkpoint.model_args}",
+                                  "the checkpoint's stored model arguments describe a model too large for "
+                                  "this machine")
+        model = cls(**args)
+    except limits.TooLarge:
+        raise
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{checkpoint.path}: cannot rebuild its {checkpoint.model_class} model from the "
                               f"stored arguments {checkpoint.model_args} ({exc})") from exc

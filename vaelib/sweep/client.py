@@ -106,7 +106,9 @@ def _default_chunk_size(runs: int, worker_threads: int) -> int:
 def local_cluster(workers: int | None = None) -> Iterator[Any]:
     """The ``distributed.LocalCluster`` that ``run_sweep`` starts when given no scheduler: ``workers``
     processes (default: one per core) of one thread each, ``VAELIB_THREADS=1`` in their environment,
-    no dashboard, logs below errors silenced, scratch space in a private temporary folder. Closed on
+    no dashboard, the cluster's own logs silenced (a failing chunk reaches the sweep as that chunk's
+    error; what workers log while a cluster closes, such as a missed heartbeat after a Ctrl-C on a
+    busy machine, is noise to the user), scratch space in a private temporary folder. Closed on
     exit. Hold one open to run several sweeps on it: ``run_sweep(..., scheduler=cluster.scheduler_address)``."""
     from distributed import LocalCluster
 
@@ -115,7 +117,7 @@ def local_cluster(workers: int | None = None) -> Iterator[Any]:
     with tempfile.TemporaryDirectory(prefix="vaelib-sweep-") as scratch:
         with _workers_ignore_ctrl_c():
             cluster = LocalCluster(n_workers=workers or threads.cores(), threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.ERROR, local_directory=scratch,
+                                   dashboard_address=None, silence_logs=logging.CRITICAL, local_directory=scratch,
                                    env={threads.ENVIRONMENT_VARIABLE: "1"},
                                    # the scheduler's HTTP routes (health, metrics) on a free local port, not 8787
                                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
