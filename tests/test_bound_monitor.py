@@ -81,3 +81,44 @@ def test_bound_curves_draw_each_curve_after_the_start_on_a_log_axis():
     assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
     with pytest.raises(ValueError, match="points_per_epoch"):
         plots.bound_curves(runs, points_per_epoch=0)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_fit_batched_monitored_trains_as_fit_batched_and_calls_back_after_every_epoch(backend):
+    from vaelib.monitoring import fit_batched_monitored
+    x = torch.rand(120, 6, generator=torch.Generator().manual_seed(1)).round()
+
+    def runs():
+        vaelib.seed_everything(0)
+        models = [vaelib.VAE(6, latent_dim=2, hidden=(5,), activation="tanh", decoder="bernoulli")
+                  for _ in range(2)]
+        return models, [vaelib.ELBO() for _ in models]
+
+    settings = dict(seeds=[3, 4], epochs=3, batch_size=50, lr=1e-2, progress=False, backend=backend)
+    plain, objectives = runs()
+    expected = vaelib.fit_batched(plain, objectives, x, **settings)
+    monitored, objectives = runs()
+    seen = []
+
+    def record(epoch, histories):
+        seen.append((epoch, len(histories[0]), monitored[1].decoder[-1].bias.detach().clone()))
+
+    histories = fit_batched_monitored(monitored, objectives, x, on_epoch_end=record, **settings)
+    assert [(epoch, done) for epoch, done, _ in seen] == [(0, 1), (1, 2), (2, 3)]
+    assert not torch.equal(seen[0][2], seen[1][2])       # the models hold each epoch's weights
+    for a, b in zip(plain, monitored):
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.equal(p, q)
+    assert [h.terms for h in histories] == [h.terms for h in expected]
+
+
+def test_fit_batched_monitored_refuses_its_own_checkpoint_keywords():
+    from vaelib.monitoring import fit_batched_monitored
+    vaelib.seed_everything(0)
+    model = vaelib.VAE(6, latent_dim=2, hidden=(5,))
+    with pytest.raises(TypeError, match="'checkpoint'"):
+        fit_batched_monitored([model], [vaelib.ELBO()], torch.rand(10, 6), seeds=[0], epochs=1,
+                              on_epoch_end=lambda epoch, histories: None, checkpoint="run.ckpt")
+    with pytest.raises(TypeError, match="on_epoch_end"):
+        fit_batched_monitored([model], [vaelib.ELBO()], torch.rand(10, 6), seeds=[0], epochs=1,
+                              on_epoch_end=None)

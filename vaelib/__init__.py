@@ -19,7 +19,8 @@ One job per module, roughly from the foundations up (imports run one way:
   wake-sleep algorithm, AEVB's rival in Kingma & Welling's experiments), ``adversarial`` (the
   adversarial autoencoder's regulariser), ``gradients`` (the score-function and reparameterised
   estimators of an encoder's gradient);
-* ``estimators`` (log-likelihood estimates: IWAE, exact pPCA), ``evaluation`` (held-out error,
+* ``estimators`` (log-likelihood estimates: IWAE, exact pPCA), ``monitoring`` (bounds measured
+  after every epoch of ``fit_batched``), ``evaluation`` (held-out error,
   linear probes, novelty scores), ``diagnostics`` (what a finished run shows: posterior collapse, a
   multiplier at its clamp, a rising held-out loss), ``export`` (a model as ``torch.export`` programs
   that run without vaelib), ``metrics`` (sample quality: distance to a known surface,
