@@ -122,3 +122,26 @@ def test_fit_batched_monitored_refuses_its_own_checkpoint_keywords():
     with pytest.raises(TypeError, match="on_epoch_end"):
         fit_batched_monitored([model], [vaelib.ELBO()], torch.rand(10, 6), seeds=[0], epochs=1,
                               on_epoch_end=None)
+
+
+def test_kl_per_dimension_is_zero_for_a_prior_dimension_and_adds_up_to_the_mean_kl():
+    from vaelib.diagnostics import kl_per_dimension
+    from vaelib.losses import gaussian_kl
+    x = torch.randn(5_000, 2, generator=torch.Generator().manual_seed(0))
+    # a linear encoder: dimension 0 has mean x_0 and variance 1; dimension 1 is the prior N(0, 1)
+    # for every x; dimension 2 has mean 0 and log-variance 1 (wider than the prior)
+    vae = vaelib.VAE(2, latent_dim=3, hidden=(), activation="identity")
+    with torch.no_grad():
+        layer = vae.encoder[0]
+        layer.weight.zero_()
+        layer.bias.zero_()
+        layer.weight[0, 0] = 1.0
+        layer.bias[5] = 1.0
+    kl = kl_per_dimension(vae, x)
+    assert kl.dtype == torch.float64 and kl.shape == (3,)
+    assert kl[0].item() == pytest.approx(0.5 * x[:, 0].double().pow(2).mean().item(), rel=1e-9)
+    assert kl[1].item() == 0.0
+    assert kl[2].item() == pytest.approx(0.5 * (math.e - 2.0), rel=1e-6)
+    with torch.no_grad():
+        mu, logvar = vae.encode(x)
+    assert kl.sum().item() == pytest.approx(gaussian_kl(mu, logvar).mean().item(), rel=1e-5)
