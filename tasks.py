@@ -456,6 +456,8 @@ PRINT_CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable
 # reader would click open (exercise solutions, collapsed notes), and say what is still wrong.
 PREPARE_FOR_PRINT_JS = """async () => {
   if (window.MathJax && MathJax.startup) { await MathJax.startup.promise; }
+  // book.js draws a 3-D figure when the reader reaches it; on paper, every one now.
+  if (window.vaebookPlotAll) { await window.vaebookPlotAll(); }
   document.querySelectorAll('details').forEach(d => { d.open = true; });
   document.querySelectorAll('.toggle-hidden').forEach(el => el.classList.remove('toggle-hidden'));
   document.querySelectorAll('img[loading="lazy"]').forEach(img => { img.loading = 'eager'; });

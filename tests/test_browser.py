@@ -10,8 +10,11 @@ saved next to the HTML folder (_build/_build/screenshots/ for `python3 tasks.py 
 The second half looks at the book as a reader does on a desktop (1400 px) and on a phone (390 px):
 the menu button opens the chapter menu; no equation or figure is wider than its column; figures
 are shown large enough to read, with numbered captions and alt text; hide-input cells start
-collapsed; an interactive 3-D figure renders and turns when dragged; search snippets show no raw
-TeX. Screenshots of the pages in SCREENSHOT_PAGES at both widths go to the same folder.
+collapsed; no inline formula or printed output is cut off; on a phone, controls are big enough to
+tap, wide tables keep their first column in view, and a swipe over a 3-D figure scrolls the page
+until the reader taps it; an interactive 3-D figure renders and turns when dragged; the first text
+shows within 8 s on a throttled Slow 4G line; search snippets show no raw TeX. Screenshots of the
+pages in SCREENSHOT_PAGES at both widths go to the same folder.
 
 Chromium is Debian's /usr/bin/chromium (`python3 tasks.py test` installs it when missing), driven
 by Playwright; `playwright install` is never needed.
@@ -54,6 +57,14 @@ VISIBLE_PROSE_JS = """() => {
     if (!node.parentElement.closest(skip)) parts.push(node.textContent);
   }
   return parts.join(' ');
+}"""
+
+# Images load when the reader nears them (loading="lazy", book/_ext/vaebook.py): load them all, as
+# a reader scrolling through would, before looking at them.
+LOAD_IMAGES_JS = """async () => {
+  document.querySelectorAll('img[loading="lazy"]').forEach(img => { img.loading = 'eager'; });
+  await Promise.all(Array.from(document.images).map(img => img.complete ? null :
+      new Promise(done => { img.onload = img.onerror = done; })));
 }"""
 
 PAGE_FACTS_JS = """() => ({
@@ -157,6 +168,7 @@ def _visit(context, url: str, redirects: bool = False, screenshot_to: Path | Non
             page.wait_for_load_state("load")
         if page.evaluate("() => !!window.MathJax?.startup?.promise"):
             page.evaluate("() => MathJax.startup.promise")
+        page.evaluate(LOAD_IMAGES_JS)
         try:  # MathJax fetches its fonts after typesetting; let them arrive (or fail) before looking
             page.wait_for_load_state("networkidle", timeout=NETWORK_IDLE_TIMEOUT_MS)
         except PlaywrightTimeoutError:
@@ -335,8 +347,34 @@ LAYOUT_FACTS_JS = """() => {
             toggle: !!cell.querySelector('details.hide summary'),
             output_visible: !output || output.checkVisibility()};
   });
+  // An inline formula wider than its box must scroll there (the theme's overflow: hidden clipped it).
+  const scrolls = el => ['auto', 'scroll'].includes(getComputedStyle(el).overflowX);
+  const inline_math = Array.from(article.querySelectorAll('span.math')).map(el => {
+    const box = el.getBoundingClientRect(), formula = el.querySelector('mjx-container');
+    return {where: label(el), text: el.textContent.trim().slice(0, 50),
+            hidden: formula ? Math.round(formula.getBoundingClientRect().width - box.width) : 0,
+            scrolls: scrolls(el), beyond: box.right - limit(el)};
+  }).filter(m => (m.hidden > 1 && !m.scrolls) || m.beyond > 1);
+  // Printed output wraps inside its box: no line runs past it, hidden or behind a scrollbar.
+  const outputs = Array.from(article.querySelectorAll('.cell_output pre')).filter(el => el.checkVisibility())
+    .map(el => ({where: label(el), first: el.textContent.trim().slice(0, 50), over: el.scrollWidth - el.clientWidth}))
+    .filter(o => o.over > 1);
+  const visible = el => el.checkVisibility() && el.getBoundingClientRect().width > 0;
+  const size = el => el.getBoundingClientRect();
+  const targets = Array.from(document.querySelectorAll(
+      '.bd-header-article button, .bd-header-article a.btn, button.toggle-button, details.hide > summary'))
+    .filter(visible).map(el => ({what: el.getAttribute('aria-label') || el.title || el.className || el.tagName,
+                                 width: Math.round(size(el).width), height: Math.round(size(el).height)}));
+  const fullscreen = Array.from(document.querySelectorAll('.btn-fullscreen-button')).filter(visible).length;
+  const caption_weights = Array.from(article.querySelectorAll('figcaption, table caption')).filter(visible)
+    .map(el => parseInt(getComputedStyle(el).fontWeight, 10));
+  // A table wider than its box: its first column stays in view while the rest scrolls.
+  const wide_tables = Array.from(article.querySelectorAll('table'))
+    .filter(t => !t.closest('.highlight, mjx-container, .cell_input') && t.scrollWidth > t.parentElement.clientWidth + 1)
+    .map(t => ({where: label(t), first_column: getComputedStyle(t.querySelector('tr > :first-child')).position}));
   return {page_overflow: document.documentElement.scrollWidth - window.innerWidth,
-          equations, images, plots, tables, hidden_inputs};
+          equations, images, plots, tables, hidden_inputs, inline_math, outputs, targets, fullscreen,
+          caption_weights, wide_tables};
 }"""
 
 
@@ -361,6 +399,7 @@ def _layouts(browser_context, book_url, pages, viewport, screenshots: Path) -> d
             page.goto(book_url + page_name, wait_until="load")
             if page.evaluate("() => !!window.MathJax?.startup?.promise"):
                 page.evaluate("() => MathJax.startup.promise")
+            page.evaluate(LOAD_IMAGES_JS)
             page.wait_for_load_state("networkidle", timeout=NETWORK_IDLE_TIMEOUT_MS)
             layouts[page_name] = Layout(page_name, viewport["width"], page.evaluate(LAYOUT_FACTS_JS))
             if page_name in SCREENSHOT_PAGES:
@@ -451,6 +490,44 @@ def test_equations_scroll_inside_their_box_on_a_phone(phone):
     assert not problems, "\n".join(problems)
 
 
+def test_no_inline_formula_or_printed_output_is_cut_off(desktop, phone):
+    """An inline formula wider than the column scrolls in its own box (the theme clipped it unseen:
+    the glossary's KL entry read "... = ."), and printed output (a "Check it" verdict) wraps inside
+    its box instead of running past it, at both widths."""
+    problems = _layout_problems({**{f"{k} ": v for k, v in desktop.items()}, **phone}, lambda f: (
+        [f"inline formula {m['text']!r} in {m['where']} is clipped ({m['hidden']} px hidden) or reaches "
+         f"{m['beyond']:.0f} px beyond the column" for m in f["inline_math"]]
+        + [f"printed output {o['first']!r} in {o['where']} runs {o['over']} px past its box" for o in f["outputs"]]))
+    assert not problems, "\n".join(problems)
+
+
+MIN_TAP_TARGET_PX = 40
+
+
+def test_controls_are_easy_to_tap_and_captions_easy_to_read_on_a_phone(desktop, phone):
+    """On a phone the header's icons, the cells' show/hide toggles and the solutions' buttons are at
+    least 40 px each way, and there is no fullscreen button; captions are at the text's weight."""
+    assert any(f.facts["targets"] for f in phone.values()), "no header button found: did the theme change?"
+    problems = _layout_problems(phone, lambda f: (
+        [f"{t['what']!r} is {t['width']} x {t['height']} px, under {MIN_TAP_TARGET_PX} px"
+         for t in f["targets"] if min(t["width"], t["height"]) < MIN_TAP_TARGET_PX]
+        + ["a fullscreen button is shown"] * (f["fullscreen"] > 0)))
+    problems += _layout_problems({**desktop, **phone}, lambda f: [
+        f"a caption is set in font weight {w}" for w in sorted(set(f["caption_weights"])) if w < 400])
+    assert not problems, "\n".join(problems)
+
+
+def test_a_table_wider_than_a_phone_keeps_its_first_column_in_view(phone):
+    """A table wider than the phone scrolls sideways in its box; its first column (the row labels)
+    is sticky, so a reader always sees which row a number belongs to."""
+    wide = [t for layout in phone.values() for t in layout.facts["wide_tables"]]
+    assert wide, "no table is wider than a phone: the check has nothing to look at"
+    problems = _layout_problems(phone, lambda f: [
+        f"table {t['where']}: its first column scrolls away (position: {t['first_column']})"
+        for t in f["wide_tables"] if t["first_column"] != "sticky"])
+    assert not problems, "\n".join(problems)
+
+
 def test_figures_are_shown_large_enough_to_read_at_1400px(desktop):
     """A multi-panel figure squeezed into the column makes its text a few pixels high: stack its
     panels, draw it smaller at the book's font sizes, or tag its cell full-width."""
@@ -499,6 +576,9 @@ def test_an_interactive_figure_renders_and_turns_when_dragged(desktop, browser_c
         page.goto(book_url + pages[0], wait_until="load")
         assert page.evaluate("() => !!document.createElement('canvas').getContext('webgl')"), (
             "this Chromium has no WebGL: 3-D plots cannot render (try --enable-unsafe-swiftshader)")
+        # plotly.js is fetched once the figure nears the screen (book.js), not with the page.
+        assert not page.evaluate("() => !!window.Plotly"), f"{pages[0]} loads plotly.js before it is needed"
+        page.locator(".plotly-graph-div").first.scroll_into_view_if_needed()
         page.wait_for_function("() => document.querySelector('.plotly-graph-div')?._fullLayout?.scene")
         loaded = page.evaluate("() => performance.getEntriesByType('resource').map(r => r.name)"
                                ".filter(name => name.includes('plotly'))")
@@ -519,6 +599,76 @@ def test_an_interactive_figure_renders_and_turns_when_dragged(desktop, browser_c
         assert after != before, f"dragging across the 3-D figure on {pages[0]} did not turn it (camera {before})"
     finally:
         context.close()
+
+
+def test_a_swipe_over_a_3d_figure_scrolls_the_page_until_the_reader_taps_it(desktop, browser_context, book_url):
+    """On a touch screen a 3-D figure nearly as tall as the screen took every swipe (plotly turns the
+    scene), so the page could not be scrolled past it. A vertical swipe over it now scrolls the page;
+    a tap hands the figure its touches. Its title is clear of plotly's toolbar."""
+    pages = [page for page, layout in desktop.items() if layout.facts["plots"]]
+    assert pages, "no page shows an interactive 3-D figure"
+    context = browser_context.browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    try:
+        page = context.new_page()
+        page.goto(book_url + pages[0], wait_until="load")
+        plot = page.locator(".plotly-graph-div").first
+        plot.scroll_into_view_if_needed()
+        page.wait_for_function("() => document.querySelector('.plotly-graph-div')?._fullLayout?.scene")
+        box = plot.bounding_box()
+        title, toolbar = (page.locator(f".vaelib-plotly-3d {css}").first.bounding_box()
+                          for css in (".gtitle", ".modebar"))
+        assert title and toolbar, "the 3-D figure has no title or no toolbar"
+        overlap = (min(title["x"] + title["width"], toolbar["x"] + toolbar["width"]) - max(title["x"], toolbar["x"]) > 0
+                   and min(title["y"] + title["height"], toolbar["y"] + toolbar["height"]) - max(title["y"], toolbar["y"]) > 0)
+        assert not overlap, f"the figure's title {title} lies under plotly's toolbar {toolbar}"
+        before = page.evaluate("() => window.scrollY")
+        cdp = context.new_cdp_session(page)
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.7
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]})
+        for step in range(1, 11):  # a finger moving 200 px up over the figure
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y - 20 * step}]})
+            page.wait_for_timeout(16)
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        page.wait_for_timeout(300)
+        scrolled = page.evaluate("() => window.scrollY") - before
+        assert scrolled > 100, f"a 200 px swipe over the 3-D figure on {pages[0]} scrolled the page {scrolled:.0f} px"
+        shield = page.locator(".vaelib-plotly-3d .vaebook-touch-shield").first
+        shield.tap()
+        assert page.locator(".vaelib-plotly-3d .vaebook-touch-shield").count() < len(
+            page.query_selector_all(".vaelib-plotly-3d")), "a tap does not hand the figure its touches"
+    finally:
+        context.close()
+
+
+# Chrome DevTools' "Slow 4G" profile, with an empty cache: what a reader on a poor line gets.
+SLOW_4G = {"offline": False, "latency": 150, "downloadThroughput": 1.6e6 / 8, "uploadThroughput": 750e3 / 8}
+MAX_FIRST_TEXT_S = 8.0
+# One page per kind: a page with a 3-D figure (it used to load 4.8 MB of plotly.js first) and a
+# page of text and equations (every page carries the theme's and MathJax's scripts).
+SLOW_PAGES = ["book/autoencoder.html", "book/intro.html"]
+
+
+@pytest.mark.parametrize("page_name", SLOW_PAGES)
+def test_first_text_shows_within_8_s_on_a_slow_line(browser_context, book_url, page_name):
+    """On a throttled Slow 4G line (150 ms, 1.6 Mbit/s) with an empty cache, the page's first text
+    (first contentful paint) shows within 8 s: no large script blocks it."""
+    context = browser_context.browser.new_context(viewport=PHONE)
+    try:
+        page = context.new_page()
+        cdp = context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        cdp.send("Network.setCacheDisabled", {"cacheDisabled": True})
+        cdp.send("Network.emulateNetworkConditions", SLOW_4G)
+        page.goto(book_url + page_name, wait_until="commit")
+        page.wait_for_function("() => performance.getEntriesByName('first-contentful-paint').length",
+                               timeout=(MAX_FIRST_TEXT_S + 2) * 1000, polling=100)
+        first_text = page.evaluate("() => performance.getEntriesByName('first-contentful-paint')[0].startTime") / 1000
+    except PlaywrightTimeoutError:
+        first_text = float("inf")
+    finally:
+        context.close()
+    assert first_text <= MAX_FIRST_TEXT_S, (
+        f"{page_name} shows its first text after {first_text:.1f} s on Slow 4G (at most {MAX_FIRST_TEXT_S} s)")
 
 
 def test_search_snippets_show_no_raw_tex(browser_context, book_url):

@@ -3,11 +3,15 @@
 Three small jobs, each a fix or a feature that no configuration value provides:
 - keep the theme's menu button working (``_keep_one_menu_button``);
 - label the bibliography by author and year, as the text cites (``AuthorYearLabelStyle``);
-- serve plotly.js from the book's own ``_static`` to the pages that show an interactive figure.
+- serve plotly.js from the book's own ``_static`` to the pages that show an interactive figure,
+  fetched by book.js, with the figure's own script, when a figure nears the screen
+  (``_plot_when_reached``), never in <head>; images load when reached (``_images_when_reached``);
+- leave out the theme's fontawesome.js (``_without_fontawesome_script``).
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +26,16 @@ from vaelib.interactive import PLOTLYJS_ENV, plotlyjs_path
 
 PLOTLYJS_STATIC = "plotly/plotly.min.js"  # under the built book's _static
 PLOTLY_FIGURE_MARKER = 'class="plotly-graph-div"'
+# What plotly's figure HTML calls to draw (plotly.io.to_html), and what the book calls instead:
+# book.js's vaebookPlot keeps the figure until plotly.js has arrived.
+PLOTLY_DRAW_CALL, BOOK_DRAW_CALL = "Plotly.newPlot(", "window.vaebookPlot("
+FIGURE_SCRIPT = re.compile(r"<script[^>]*>((?:(?!</script>).)*?Plotly\.newPlot\((?:(?!</script>).)*)</script>", re.S)
+FIGURE_ID = re.compile(r'getElementById\("([\w-]+)"\)')
+FIGURE_SCRIPTS = "figures"  # under the built book's _static: each 3-D figure's script, by element id
+IMG_TAG = re.compile(r"<img (?![^>]*\bloading=)")
+# pydata-sphinx-theme's template that puts fontawesome.js (1.5 MB) in every page's <head>.
+THEME_MACROS = "static/webpack-macros.html"
+FONTAWESOME_SCRIPT = re.compile(r'\s*<script defer src="[^"]*_static/scripts/fontawesome\.js[^"]*"></script>')
 BIBLIOGRAPHY_STYLE = "vaebook_author_year"
 
 
@@ -71,11 +85,64 @@ def _mark_book_build(app, config) -> None:
     os.environ[PLOTLYJS_ENV] = "page"
 
 
-def _load_plotlyjs_where_needed(app, pagename, templatename, context, doctree) -> None:
-    """Add plotly.js to the <head> of a page that shows a plotly figure, and to no other page
-    (a page-specific script: Sphinx reverts the list after each page)."""
-    if PLOTLY_FIGURE_MARKER in context.get("body", ""):
-        app.add_js_file(PLOTLYJS_STATIC)
+def _plot_when_reached(app, pagename, templatename, context, doctree) -> None:
+    """A page that shows a plotly figure draws it through book.js when the figure nears the
+    screen: book.js fetches plotly.js (4.8 MB) and then the figure's own script (its points, a few
+    hundred kilobytes), which this moves out of the page into _static/figures/. On a slow line the
+    text shows first, and a reader who never reaches the figure downloads neither. No other page
+    refers to plotly.js."""
+    body = context.get("body", "")
+    if PLOTLY_FIGURE_MARKER not in body:
+        return
+    folder = Path(app.outdir) / "_static" / FIGURE_SCRIPTS
+
+    def move_out(match: re.Match) -> str:
+        script = match.group(1)
+        div_id = FIGURE_ID.search(script)
+        if div_id is None:
+            raise RuntimeError(f"{pagename}: a plotly figure script names no element: plotly's HTML changed; "
+                               "update book/_ext/vaebook.py")
+        target = folder / f"{div_id.group(1)}.js"
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_text(script.replace(PLOTLY_DRAW_CALL, BOOK_DRAW_CALL), encoding="utf-8")
+        partial.replace(target)
+        url = context["pathto"](f"_static/{FIGURE_SCRIPTS}/{target.name}", 1)
+        return f'<script>window.vaebookPlotLater("{div_id.group(1)}", "{url}");</script>'
+
+    body, moved = FIGURE_SCRIPT.subn(move_out, body)
+    if not moved:
+        raise RuntimeError(f"{pagename}: a plotly figure without {PLOTLY_DRAW_CALL!r}: plotly's HTML "
+                           "changed; update book/_ext/vaebook.py and book.js (vaebookPlotLater)")
+    context["body"] = body
+
+
+def _images_when_reached(app, pagename, templatename, context, doctree) -> None:
+    """Images load when the reader nears them (loading="lazy"), so that on a slow line the text,
+    its stylesheets and MathJax do not share the line with every figure of the chapter."""
+    if "body" in context:
+        context["body"] = IMG_TAG.sub('<img loading="lazy" ', context["body"])
+
+
+def _without_fontawesome_script(app, config) -> None:
+    """Serve the theme's head macros without fontawesome.js, the 1.5 MB script that turns each
+    <i class="fa-..."> into an inline SVG. The theme's stylesheet already draws the same icons
+    (the book has a handful: menu, search, download, colour mode) from fontawesome's web font,
+    fetched only when an icon is shown. The macro file is the theme's own, less that one line."""
+    import pydata_sphinx_theme
+
+    source = Path(pydata_sphinx_theme.__file__).parent / "theme" / "pydata_sphinx_theme" / THEME_MACROS
+    text, removed = FONTAWESOME_SCRIPT.subn("", source.read_text(encoding="utf-8"))
+    if removed != 1:
+        raise RuntimeError(f"{source} no longer loads fontawesome.js as book/_ext/vaebook.py expects: "
+                           "update FONTAWESOME_SCRIPT there")
+    templates = Path(app.doctreedir).parent / "vaebook_templates"
+    target = templates / THEME_MACROS
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(target)
+    config.templates_path = [str(templates), *config.templates_path]
 
 
 def _copy_plotlyjs(app, exception) -> None:
@@ -94,6 +161,8 @@ def setup(app):
     pybtex.plugin.register_plugin("pybtex.style.formatting", BIBLIOGRAPHY_STYLE, AuthorYearStyle)
     app.connect("config-inited", _keep_one_menu_button)
     app.connect("config-inited", _mark_book_build)
-    app.connect("html-page-context", _load_plotlyjs_where_needed)
+    app.connect("html-page-context", _plot_when_reached)
+    app.connect("html-page-context", _images_when_reached)
+    app.connect("config-inited", _without_fontawesome_script)
     app.connect("build-finished", _copy_plotlyjs)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
