@@ -353,7 +353,7 @@ LAYOUT_FACTS_JS = """() => {
     const box = el.getBoundingClientRect(), formula = el.querySelector('mjx-container');
     return {where: label(el), text: el.textContent.trim().slice(0, 50),
             hidden: formula ? Math.round(formula.getBoundingClientRect().width - box.width) : 0,
-            scrolls: scrolls(el), beyond: box.right - limit(el)};
+            scrolls: scrolls(el), beyond: el.closest('table') ? 0 : box.right - limit(el)};  // a table scrolls in its box
   }).filter(m => (m.hidden > 1 && !m.scrolls) || m.beyond > 1);
   // Printed output wraps inside its box: no line runs past it, hidden or behind a scrollbar.
   const outputs = Array.from(article.querySelectorAll('.cell_output pre')).filter(el => el.checkVisibility())
