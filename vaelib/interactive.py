@@ -138,7 +138,7 @@ def point_clouds_3d(clouds: Mapping[str, object], *, title: str = "", alt: str |
         title={"text": title, "x": 0.02, "xanchor": "left", "y": 1.0, "yanchor": "top", "pad": {"t": 8}},
         legend={"orientation": "h", "x": 0.0, "xanchor": "left", "y": 1.0, "yanchor": "bottom",
                 "itemsizing": "constant"},
-        scene={"aspectmode": "data", "xaxis_title": "x", "yaxis_title": "y", "zaxis_title": "z",
+        scene={"aspectmode": "data", "xaxis_title": "x₁", "yaxis_title": "x₂", "zaxis_title": "x₃",
                "camera": {"eye": _camera_eye(**VIEW_3D)}})
     if alt is None:
         alt = f"Interactive 3-D scatter plot{': ' + title if title else ''}. Clouds: {'; '.join(described)}."

@@ -35,7 +35,7 @@ def scatter3d(ax, points, title: str = "", color: str | None = None, size: float
     p = _np(points)
     ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=size, color=color or PALETTE[0], alpha=0.6, linewidths=0)
     ax.view_init(**VIEW_3D)
-    ax.set_xlabel("x"); ax.set_ylabel("y"); ax.set_zlabel("z")
+    ax.set_xlabel("$x_1$"); ax.set_ylabel("$x_2$"); ax.set_zlabel("$x_3$")  # the book's coordinates
     if limits is not None:
         ax.set_xlim(*limits[0]); ax.set_ylim(*limits[1]); ax.set_zlim(*limits[2])
     ax.set_title(title)
