@@ -179,6 +179,9 @@ from vaelib.models.base import ModelOutput
 
 @vaelib.register_model
 class ResVAE(nn.Module):
+    prior = "standard_normal"  # vaelib.models.base's protocol: p(x) = integral of N(z; 0, I) p(x|z) dz
+    decoder_kind = "gaussian"
+
     def __init__(self, in_dim: int, latent_dim: int = 2, width: int = 16):
         super().__init__()
         self.in_dim, self.latent_dim = in_dim, latent_dim
@@ -201,7 +204,8 @@ class ResVAE(nn.Module):
 
 
 def test_a_user_model_trains_samples_encodes_and_evaluates_with_import(folder, capsys):
-    """Case 6: --import MODULE registers the user's class for every command."""
+    """Case 6: --import MODULE registers the user's class for every command; evaluate scores it
+    with the estimators (ELBO, IWAE), which take any model that follows vaelib.models.base's protocol."""
     (folder / "my_models.py").write_text(USER_MODULE)
     status, out, err = run_main(capsys, "train", "wine_std.npy", "--checkpoint", "r.ckpt", "--model", "ResVAE",
                                 "--model-arg", "width=8", "--import", "my_models", "--epochs", 1, "--no-progress")
@@ -209,9 +213,18 @@ def test_a_user_model_trains_samples_encodes_and_evaluates_with_import(folder, c
     assert "trained ResVAE" in out
     for args in (["sample", "r.ckpt", "-n", 3, "--out", "s.csv"], ["encode", "r.ckpt", "--data", "wine_std.npy",
                                                                     "--out", "c.npy"],
-                 ["evaluate", "r.ckpt", "--data", "wine_std.npy"]):
+                 ["evaluate", "r.ckpt", "--data", "wine_std.npy", "-k", 10, "--json", "-"]):
         status, out, err = run_main(capsys, *args, "--import", "my_models")
         assert status == 0, err
+    scores = json.loads(out)  # the estimators score the user's model: it follows the protocol
+    model, x = vaelib.load_model("r.ckpt"), load_array("wine_std.npy")
+    assert scores["model"] == "ResVAE" and scores["not_a_latent_variable_model"] is None
+    for name, k in (("iwae", 10), ("elbo", 1)):
+        bound = iwae_bound(model, x, k, generator=torch.Generator().manual_seed(0))
+        assert scores[name] == pytest.approx(bound.mean().item(), rel=1e-6)
+    assert scores["iwae"] >= scores["elbo"] - 0.05 * abs(scores["elbo"])
+    assert np.allclose(np.loadtxt("s.csv", delimiter=",", ndmin=2),
+                       model.sample(3, generator=torch.Generator().manual_seed(0)).numpy(), atol=1e-5)
     status, out, err = run_main(capsys, "evaluate", "r.ckpt", "--data", "wine_std.npy", "--import", "no_such_module")
     assert status == 2 and len(err.splitlines()) == 1 and "--import no_such_module: No module named" in err
 

@@ -239,13 +239,75 @@ def test_estimate_matches_quadrature_for_a_trained_vae_with_a_1d_latent(decoder,
     ({"x": torch.zeros(4)}, ValueError, r"x must have shape \(n, d\), got shape \(4,\)"),
     ({"x": [[0.0, 1.0, 2.0]]}, TypeError, "x must be a torch.Tensor"),
     ({"decoder_variance": 0.0}, ValueError, "decoder_variance must be > 0, got 0.0"),
-    ({"model": vaelib.Autoencoder(3)}, TypeError, "model must be a vaelib.VAE .*got Autoencoder"),
+    ({"model": vaelib.Autoencoder(3)}, TypeError, "unconditional latent-variable models .*: the Autoencoder "
+                                                  "model lacks prior = 'standard_normal' .*condition\\)$"),
 ])
 @pytest.mark.parametrize("estimator", [iwae_bound, marginal_log_likelihood])
 def test_estimators_reject_bad_arguments(estimator, kwargs, error, message):
     args = {"model": vaelib.VAE(3), "x": torch.zeros(4, 3), "k": 2, **kwargs}
     with pytest.raises(error, match=message):
         estimator(**args)
+
+
+class UserVAE(torch.nn.Module):
+    """A user's own class that follows the protocol of vaelib.models.base: the same computation as
+    vaelib.VAE(in_dim, latent_dim, hidden=(width,), activation="tanh"), written without vaelib."""
+
+    prior = "standard_normal"
+    decoder_kind = "gaussian"
+
+    def __init__(self, in_dim: int, latent_dim: int, width: int):
+        super().__init__()
+        self.in_dim, self.latent_dim = in_dim, latent_dim
+        self.encoder = torch.nn.Sequential(torch.nn.Linear(in_dim, width), torch.nn.Tanh(),
+                                           torch.nn.Linear(width, 2 * latent_dim))
+        self.decoder = torch.nn.Sequential(torch.nn.Linear(latent_dim, width), torch.nn.Tanh(),
+                                           torch.nn.Linear(width, in_dim))
+
+    def encode(self, x):
+        return tuple(self.encoder(x).chunk(2, dim=-1))
+
+
+def test_a_user_model_that_follows_the_protocol_is_scored_as_vaelib_scores_its_vae():
+    """The IWAE bound, the ELBO and BoundMonitor take any model that declares the protocol; on the
+    same weights a user's VAE gets vaelib.VAE's bounds, draw for draw."""
+    vaelib.seed_everything(0)
+    reference = vaelib.VAE(5, latent_dim=2, hidden=(8,), activation="tanh")
+    user = UserVAE(5, 2, 8)
+    user.load_state_dict(reference.state_dict())
+    x = torch.randn(30, 5, generator=torch.Generator().manual_seed(1))
+    for k in (1, 50):
+        expected = iwae_bound(reference, x, k, decoder_variance=0.3, generator=torch.Generator().manual_seed(2))
+        bound = iwae_bound(user, x, k, decoder_variance=0.3, generator=torch.Generator().manual_seed(2))
+        assert torch.equal(bound, expected)
+    monitor = estimators.BoundMonitor(user, {"x": x}, k=3)
+    monitor()
+    assert monitor.curves["x"] == [pytest.approx(iwae_bound(reference, x, 3, generator=torch.Generator()
+                                                            .manual_seed(0)).mean().item())]
+
+
+def test_models_outside_the_protocol_are_refused_saying_what_they_lack():
+    """A CVAE has an encoder, a decoder and a Gaussian posterior, but its decoder needs the label:
+    it declares no prior, so it is refused rather than scored without its condition. A model that
+    declares the protocol but breaks it is refused by what it returned."""
+    x = torch.zeros(4, 5)
+    with pytest.raises(TypeError, match=r"the CVAE model lacks prior = 'standard_normal' .*CVAE has no p\(x\) without its "
+                                        r"condition\)$"):
+        iwae_bound(vaelib.CVAE(in_dim=8, n_classes=3), torch.zeros(4, 8), 2)
+    user = UserVAE(5, 2, 8)
+    user.decoder_kind = "poisson"
+    with pytest.raises(TypeError, match=r"the UserVAE model lacks decoder_kind, one of \('gaussian', 'bernoulli'\)$"):
+        iwae_bound(user, x, 2)
+    user = UserVAE(5, 2, 8)
+    user.encode = lambda x: user.encoder(x)  # one tensor, not (mu, logvar)
+    with pytest.raises(TypeError, match=r"UserVAE.encode\(x\) must return the posterior's \(mu, logvar\), each of "
+                                        r"shape \(4, 2\), got \(4, 4\)"):
+        iwae_bound(user, x, 2)
+    user = UserVAE(5, 2, 8)
+    user.decoder = torch.nn.Linear(2, 3)
+    with pytest.raises(TypeError, match=r"UserVAE.decoder\(z\) must return shape \(2, 4, 5\) for codes of shape "
+                                        r"\(2, 4, 2\), got \(2, 4, 3\)"):
+        iwae_bound(user, x, 2)
 
 
 def test_float64_data_is_evaluated_by_a_float32_model():

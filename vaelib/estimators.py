@@ -1,5 +1,10 @@
 """How good is a VAE? Estimates of the log-likelihood log p(x) that the ELBO only bounds.
 
+The estimators take any unconditional latent-variable model that follows the protocol in
+``vaelib.models.base`` (``vaelib.VAE``, or a user's own class that declares ``prior =
+"standard_normal"`` and exposes ``encode``, ``decoder``, ``decoder_kind``, ``in_dim`` and
+``latent_dim``); a model that does not is refused with one line naming what it lacks.
+
 * ``iwae_bound``: the importance-weighted bound of Burda et al. (2016) with k samples per point;
   k = 1 is the ELBO, and the bound rises towards log p(x) as k grows.
 * ``marginal_log_likelihood``: that bound with a large k, used as an estimate of log p(x).
@@ -41,6 +46,7 @@ from torch import nn
 from vaelib import _checks, limits
 from vaelib.losses import bernoulli_nll, gaussian_kl, gaussian_log_density
 from vaelib.models import VAE
+from vaelib.models.base import LatentVariableModel, latent_variable_problem
 from vaelib.pca import PPCA
 from vaelib.threads import limited
 
@@ -51,7 +57,8 @@ DEFAULT_DECODER_VARIANCE = 0.5
 
 
 @limited()
-def iwae_bound(model: VAE, x: torch.Tensor, k: int, *, decoder_variance: float = DEFAULT_DECODER_VARIANCE,
+def iwae_bound(model: LatentVariableModel, x: torch.Tensor, k: int, *,
+               decoder_variance: float = DEFAULT_DECODER_VARIANCE,
                generator: torch.Generator | None = None) -> torch.Tensor:
     """The importance-weighted bound L_k(x) = log (1/k) sum_i p(x, z_i) / q(z_i | x), per point.
 
@@ -75,7 +82,7 @@ def iwae_bound(model: VAE, x: torch.Tensor, k: int, *, decoder_variance: float =
     return bound
 
 
-def marginal_log_likelihood(model: VAE, x: torch.Tensor, k: int = 1000, *,
+def marginal_log_likelihood(model: LatentVariableModel, x: torch.Tensor, k: int = 1000, *,
                             decoder_variance: float = DEFAULT_DECODER_VARIANCE,
                             generator: torch.Generator | None = None) -> torch.Tensor:
     """The importance-sampled estimate of log p(x) per point: ``iwae_bound`` with a large k.
@@ -89,7 +96,7 @@ def marginal_log_likelihood(model: VAE, x: torch.Tensor, k: int = 1000, *,
 
 
 @limited()
-def iwae_curve(model: VAE, x: torch.Tensor, ks: Sequence[int], *,
+def iwae_curve(model: LatentVariableModel, x: torch.Tensor, ks: Sequence[int], *,
                decoder_variance: float = DEFAULT_DECODER_VARIANCE,
                generator: torch.Generator | None = None) -> dict[int, float]:
     """The IWAE bound averaged over the points of x, for each k in ``ks``: ``{k: mean bound}``.
@@ -103,7 +110,7 @@ def iwae_curve(model: VAE, x: torch.Tensor, ks: Sequence[int], *,
 
 
 @limited()
-def iwae_points(model: VAE, x: torch.Tensor, ks: Sequence[int], *,
+def iwae_points(model: LatentVariableModel, x: torch.Tensor, ks: Sequence[int], *,
                 decoder_variance: float = DEFAULT_DECODER_VARIANCE,
                 generator: torch.Generator | None = None) -> dict[int, torch.Tensor]:
     """``{k: iwae_bound(model, x, k)}`` for each k in ``ks``, in that order from one generator: the
@@ -224,7 +231,7 @@ class BoundMonitor:
     because the model does.
     """
 
-    def __init__(self, model: VAE, data: dict[str, torch.Tensor], *, k: int = 1,
+    def __init__(self, model: LatentVariableModel, data: dict[str, torch.Tensor], *, k: int = 1,
                  decoder_variance: float = DEFAULT_DECODER_VARIANCE, seed: int = 0):
         if not isinstance(data, dict) or not data:
             raise TypeError(f"data must be a non-empty dict of named (n, d) tensors, got {type(data).__name__}")
@@ -298,7 +305,7 @@ def ppca_as_vae(ppca: PPCA, posterior_variance_scale: float = 1.0) -> VAE:
     return vae
 
 
-def decoder_log_likelihood(model: VAE, x: torch.Tensor, z: torch.Tensor, *,
+def decoder_log_likelihood(model: LatentVariableModel, x: torch.Tensor, z: torch.Tensor, *,
                            decoder_variance: float = DEFAULT_DECODER_VARIANCE) -> torch.Tensor:
     """log p(x | z), summed over the features: shape z.shape[:-1], in nats.
 
@@ -308,6 +315,9 @@ def decoder_log_likelihood(model: VAE, x: torch.Tensor, z: torch.Tensor, *,
     z may carry leading sample dimensions: codes of shape (S, n, k) are scored against x of shape (n, d).
     """
     decoded = model.decoder(z)
+    if not isinstance(decoded, torch.Tensor) or decoded.shape != (*z.shape[:-1], x.shape[-1]):
+        raise TypeError(f"{type(model).__name__}.decoder(z) must return shape {(*z.shape[:-1], x.shape[-1])} for codes "
+                        f"of shape {tuple(z.shape)}, got {_shape(decoded)}")
     x = x.expand_as(decoded)
     if model.decoder_kind == "bernoulli":
         return -bernoulli_nll(decoded, x)
@@ -316,9 +326,10 @@ def decoder_log_likelihood(model: VAE, x: torch.Tensor, z: torch.Tensor, *,
 
 def _validated(model, x, k, decoder_variance) -> torch.Tensor:
     """Check the arguments; return x on the model's dtype and device."""
-    if not isinstance(model, VAE):
-        raise TypeError(f"model must be a vaelib.VAE (an encoder q(z|x) is needed to draw the samples), "
-                        f"got {type(model).__name__}")
+    problem = latent_variable_problem(model)
+    if problem is not None:
+        raise TypeError(f"the estimators score unconditional latent-variable models (vaelib.models.base's "
+                        f"protocol, as vaelib.VAE follows it): {problem}")
     _checks.positive_int("k", k)
     _checks.positive_float("decoder_variance", decoder_variance)
     param = next(model.parameters())
@@ -330,10 +341,10 @@ def _validated(model, x, k, decoder_variance) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _iwae_bound_of_chunk(model: VAE, x: torch.Tensor, k: int, decoder_variance: float,
+def _iwae_bound_of_chunk(model: LatentVariableModel, x: torch.Tensor, k: int, decoder_variance: float,
                          generator: torch.Generator | None) -> torch.Tensor:
     """``iwae_bound`` for at most MAX_ROWS_PER_CHUNK points, drawing the k samples in chunks."""
-    mu, logvar = model.encode(x)
+    mu, logvar = _posterior(model, x)
     samples_per_chunk = max(1, MAX_ROWS_PER_CHUNK // len(x))
     total = torch.full((len(x),), -math.inf, dtype=mu.dtype, device=mu.device)
     for start in range(0, k, samples_per_chunk):
@@ -343,8 +354,20 @@ def _iwae_bound_of_chunk(model: VAE, x: torch.Tensor, k: int, decoder_variance: 
     return total - math.log(k)
 
 
+def _posterior(model: LatentVariableModel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's ``encode(x)``, checked to be a posterior's (mu, logvar), each (n, latent_dim)."""
+    code = model.encode(x)
+    expected = (len(x), model.latent_dim)
+    if not (isinstance(code, tuple) and len(code) == 2 and all(isinstance(c, torch.Tensor) and
+                                                                tuple(c.shape) == expected for c in code)):
+        got = (tuple(_shape(c) for c in code) if isinstance(code, tuple) else _shape(code))
+        raise TypeError(f"{type(model).__name__}.encode(x) must return the posterior's (mu, logvar), each of shape "
+                        f"{expected}, got {got}")
+    return code
+
+
 @torch.no_grad()
-def _log_weights(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, count: int,
+def _log_weights(model: LatentVariableModel, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, count: int,
                  decoder_variance: float, generator: torch.Generator | None) -> torch.Tensor:
     """log p(x, z_i) - log q(z_i | x) for ``count`` samples z_i per point: shape (count, n)."""
     eps = torch.randn((count, *mu.shape), generator=generator, dtype=mu.dtype,

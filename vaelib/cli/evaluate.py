@@ -7,7 +7,8 @@ Each quantity has one name and one unit:
   model takes (standardised units for a model trained with ``--standardize``);
 * ``cross_entropy`` (Bernoulli decoders): -log p(x | z) at the posterior mean, summed over the
   features, in nats per point: the ``recon`` term that training logs for such a model;
-* ``elbo`` and ``iwae`` (VAEs): the ELBO and the IWAE estimate of log p(x) with k importance
+* ``elbo`` and ``iwae`` (VAEs, and any unconditional latent-variable model that follows the protocol
+  in ``vaelib.models.base``, a user's own class too): the ELBO and the IWAE estimate of log p(x) with k importance
   samples (``vaelib.estimators``), in nats per point of the data in its own units (for a
   standardised model, minus the scaling's log-Jacobian, sum_j log scale_j).
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import cast
 
 from vaelib.cli import (_data, _files, add_allow_large_flag, add_import_flag, fail, positive_float, positive_int,
                         seed)
@@ -95,21 +97,23 @@ def evaluate(checkpoint: Path, data: Path, k: int, seed: int, decoder_variance: 
     from vaelib.estimators import DEFAULT_DECODER_VARIANCE, iwae_bound
     from vaelib.evaluation import reconstruction_errors
     from vaelib.losses import bernoulli_nll
-    from vaelib.models import VAE
+    from vaelib.models.base import LatentVariableModel, latent_variable_problem
 
     model, scaling = _data.trained_model(checkpoint)
     x = _data.model_input(model, scaling, _data.read_data(data, selection or {}), data, checkpoint)
     per_point = {"squared_error": reconstruction_errors(model, x)}
     scores = {"checkpoint": str(checkpoint), "data": str(data), "points": len(x), "model": type(model).__name__,
               "standardized": scaling is not None, "squared_error": None, "cross_entropy": None, "elbo": None,
-              "iwae": None, "k": None, "decoder_variance": None, "decoder_variance_source": None, "seed": seed}
-    if isinstance(model, VAE):
-        if model.decoder_kind == "bernoulli":
+              "iwae": None, "k": None, "decoder_variance": None, "decoder_variance_source": None, "seed": seed,
+              "not_a_latent_variable_model": latent_variable_problem(model)}
+    if scores["not_a_latent_variable_model"] is None:
+        lvm = cast(LatentVariableModel, model)
+        if lvm.decoder_kind == "bernoulli":
             with torch.no_grad():
-                mu, _ = model.encode(x)
-                per_point["cross_entropy"] = bernoulli_nll(model.decoder(mu), x)
+                mu, _ = lvm.encode(x)
+                per_point["cross_entropy"] = bernoulli_nll(lvm.decoder(mu), x)
         variance = DEFAULT_DECODER_VARIANCE  # a Bernoulli decoder has no variance
-        if model.decoder_kind == "gaussian":
+        if lvm.decoder_kind == "gaussian":
             variance, source = ((decoder_variance, "given") if decoder_variance is not None
                                 else _data.decoder_variance(checkpoint, model))
             scores.update(decoder_variance=variance, decoder_variance_source=source)
@@ -117,7 +121,7 @@ def evaluate(checkpoint: Path, data: Path, k: int, seed: int, decoder_variance: 
 
         def bound(samples: int) -> torch.Tensor:
             generator = torch.Generator().manual_seed(seed)
-            return iwae_bound(model, x, samples, decoder_variance=variance, generator=generator) - shift
+            return iwae_bound(lvm, x, samples, decoder_variance=variance, generator=generator) - shift
 
         per_point.update(elbo=bound(1), iwae=bound(k))
         scores["k"] = k
@@ -141,5 +145,5 @@ def scores_text(scores: dict) -> str:
             lines.append(f"  decoder variance      {scores['decoder_variance']:.6g}  "
                          f"({scores['decoder_variance_source']})")
     else:
-        lines.append("  (the ELBO and log p(x) are estimated for vaelib.VAE models only)")
+        lines.append(f"  (no ELBO or log p(x): {scores['not_a_latent_variable_model']}; see vaelib.models.base)")
     return "\n".join(lines)

@@ -15,6 +15,24 @@ What an objective may rely on (and all it may rely on) is a model's ``forward(x)
   ``"uniform"``, ``width`` numbers per point), and takes each as that keyword argument of
   ``forward``, drawing it itself when not given (``vaelib.DenoisingAutoencoder``'s corruption).
 
+*An unconditional latent-variable model*, whose log p(x) the estimators (``vaelib.estimators``:
+the ELBO, the IWAE bound, ``python -m vaelib evaluate``) can bound, says so and exposes its parts
+(``latent_variable_problem`` names what a model lacks):
+
+* ``prior = "standard_normal"`` (a class attribute): the declaration that its generative model is
+  p(x) = ∫ N(z; 0, I) p(x | z) dz, with p(x | z) read from the code z *alone*. A structural check
+  cannot see that: a conditional model (``vaelib.CVAE``) has the same parts, but its decoder also
+  needs the label, and its p(x) is not defined without it, so it does not declare a prior;
+* ``in_dim`` and ``latent_dim``: the widths of x and z;
+* ``encode(x)``: the posterior q(z | x) = N(mu, diag(exp(logvar))) as ``(mu, logvar)``;
+* ``decoder``: a module from codes of shape (..., latent_dim) to the decoder's outputs of shape
+  (..., in_dim), leading sample dimensions kept: a Gaussian decoder's means, a Bernoulli decoder's
+  logits;
+* ``decoder_kind``: ``"gaussian"`` (p(x | z) = N(decoder(z), variance · I), the variance given to
+  the estimator) or ``"bernoulli"`` (independent pixels in [0, 1]).
+
+``vaelib.VAE`` declares all of it; so can a user's own class (registered or not).
+
 A model is *checkpointable* when its class is registered with :func:`register_model`: the
 constructor's arguments are then recorded on every instance (``model.init_args``) and stored in
 checkpoints, and :func:`load_model` rebuilds the model from the file alone. Only registered classes
@@ -30,7 +48,9 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -39,6 +59,9 @@ from vaelib import limits
 from vaelib.checkpoint import CheckpointError, load_checkpoint
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
+
+STANDARD_NORMAL_PRIOR = "standard_normal"
+DECODER_KINDS = ("gaussian", "bernoulli")
 
 
 @dataclass
@@ -63,6 +86,47 @@ class ModelOutput:
     recon_is_logits: bool = False
     target: torch.Tensor | None = None
     contraction: torch.Tensor | None = None
+
+
+class LatentVariableModel(Protocol):
+    """The parts of an unconditional latent-variable model (see the module's docstring), for type
+    checkers; ``latent_variable_problem`` checks them at run time."""
+
+    @property
+    def prior(self) -> str: ...
+    @property
+    def in_dim(self) -> int: ...
+    @property
+    def latent_dim(self) -> int: ...
+    @property
+    def decoder_kind(self) -> str: ...
+
+    def decoder(self, z: torch.Tensor) -> torch.Tensor: ...
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+
+def latent_variable_problem(model: object) -> str | None:
+    """What ``model`` lacks to be an unconditional latent-variable model (see the module's
+    docstring), in words, or None when it has everything the estimators need."""
+    missing = []
+    if getattr(model, "prior", None) != STANDARD_NORMAL_PRIOR:
+        missing.append(f"prior = {STANDARD_NORMAL_PRIOR!r} (the declaration that p(x) = ∫ N(z; 0, I) p(x|z) dz "
+                       "with the decoder reading z alone; a conditional model such as a CVAE has no p(x) "
+                       "without its condition)")
+    for name in ("in_dim", "latent_dim"):
+        value = getattr(model, name, None)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            missing.append(f"{name} (a positive int)")
+    if not callable(getattr(model, "encode", None)):
+        missing.append("encode(x) returning the posterior's (mu, logvar)")
+    if not callable(getattr(model, "decoder", None)):
+        missing.append("decoder (a module from codes to Gaussian means or Bernoulli logits)")
+    if getattr(model, "decoder_kind", None) not in DECODER_KINDS:
+        missing.append(f"decoder_kind, one of {DECODER_KINDS}")
+    if not missing:
+        return None
+    return f"the {type(model).__name__} model lacks " + "; ".join(missing)
 
 
 def register_model(cls: type[nn.Module]) -> type[nn.Module]:

@@ -8,7 +8,7 @@ from torch import nn
 
 from vaelib import _checks
 from vaelib.models.autoencoder import DECODERS
-from vaelib.models.base import ModelOutput, register_model
+from vaelib.models.base import STANDARD_NORMAL_PRIOR, ModelOutput, register_model
 from vaelib.nn import ACTIVATIONS, mlp
 
 
@@ -53,6 +53,8 @@ class VAE(LatentMLP):
     ``decoder="bernoulli"``: it outputs logits of independent pixels in [0, 1] (binary cross-entropy);
     ``decode`` then returns probabilities and ``forward`` returns logits with ``recon_is_logits``.
     """
+
+    prior = STANDARD_NORMAL_PRIOR  # an unconditional latent-variable model (vaelib.models.base)
 
     def __init__(self, in_dim: int, latent_dim: int = 2, hidden: Sequence[int] = (32,),
                  activation: str = "ptanh", decoder: str = "gaussian"):
