@@ -292,6 +292,12 @@ def test_end_to_end_on_a_labelled_csv_with_mixed_scales(folder, capsys):
     assert torch.allclose(torch.from_numpy(np.load("mu.npy")), mu, atol=1e-5)
     assert torch.allclose(torch.from_numpy(np.load("codes.npy")), mu, atol=1e-6)
     assert torch.allclose(torch.from_numpy(np.load("decoded.npy")), decoded, rtol=1e-5, atol=1e-4)
+    drawn = scaling.invert(model.sample(10, generator=torch.Generator().manual_seed(0)))
+    assert np.allclose(np.loadtxt("samples.csv", delimiter=","), drawn.numpy(), rtol=1e-5, atol=1e-4)
+    scores = json.loads(open("scores.json").read())
+    bound = iwae_bound(model, scaling.apply(x), 5, generator=torch.Generator().manual_seed(0))
+    assert scores["standardized"] and scores["points"] == 569
+    assert scores["iwae"] == pytest.approx((bound - scaling.log_jacobian()).mean().item(), rel=1e-5)
 
 
 def test_resume_speaks_in_flags_and_records_a_changed_lr(folder, capsys):
