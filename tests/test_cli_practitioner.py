@@ -145,6 +145,27 @@ def test_geco_at_its_clamp_is_one_warning_line_and_kappa_can_be_relative(folder,
     assert status == 2 and "kappa_fraction sets GECO's kappa" in err
 
 
+def test_geco_with_a_relative_kappa_on_standardised_data_ends_off_its_clamp(folder, capsys):
+    """Case 4's cause: kappa = 0.05 is absolute, in R's units (a squared error summed over 13
+    standardised columns, about 6 at best for a 2-D code), so alpha only grows; and the rate is
+    absolute too, so even a reachable absolute kappa (6.5) sends alpha to its ceiling before R gets
+    there, where its moving average holds it. kappa_fraction=0.5 sets kappa = 0.5·V and the rate per
+    unit of V (V = 13): alpha ends between its floor and ceiling, R at kappa, and no warning."""
+    common = ["--objective", "geco", "--epochs", 100, "--no-progress"]
+    status, out, err = run_main(capsys, "train", "wine_std.npy", "--checkpoint", "a.ckpt", *common,
+                                "--objective-arg", "kappa=6.5")
+    assert status == 0 and load_checkpoint("a.ckpt").history["alpha"][-1] == ALPHA_CEILING
+    assert "the reconstruction term came down to kappa = 6.5 only at epoch" in err and "overshot" in err
+    status, out, err = run_main(capsys, "train", "wine_std.npy", "--checkpoint", "r.ckpt", *common,
+                                "--objective-arg", "kappa_fraction=0.5")
+    assert status == 0 and not err, err
+    history = load_checkpoint("r.ckpt").history
+    assert 1.0 < history["alpha"][-1] < 100 and max(history["alpha"]) < 100  # never near 1e6
+    assert history["recon"][-1] <= 6.5 < history["recon"][0]  # the constraint was met
+    recorded = json.loads(open("r.settings.json").read())["objective"]
+    assert recorded["data_variance"] == pytest.approx(13, rel=1e-4)
+
+
 def test_findings_name_collapse_clamp_and_a_rising_heldout_loss():
     """The three end-of-training findings, each a warning category a user can filter."""
     vaelib.seed_everything(0)

@@ -109,10 +109,19 @@ def _multiplier_at_clamp(objective: Objective, history: History) -> str | None:
     rule, bound, name = objective.alpha_rule, objective.bound, _bound_name(objective)
     if rule == "geco" and alphas[-1] >= ALPHA_CEILING * (1 - 1e-6):
         since = _run_start(alphas, lambda a: a >= ALPHA_CEILING * (1 - 1e-6))
+        recon = history["recon"]
+        if recon[-1] <= bound:
+            reached = _run_start(recon, lambda r: r <= bound)
+            return (f"the multiplier alpha is at its ceiling {ALPHA_CEILING:g} since epoch {since}, and the "
+                    f"reconstruction term came down to {name} = {bound:g} only at epoch {reached} (last "
+                    f"{recon[-1]:.4g}): alpha overshot while the term was above {name}, and its moving average "
+                    "has not brought it down, so the KL was not minimised; lower the rate (--objective-arg "
+                    "rate=...), train longer, or give kappa relative to the data (kappa_fraction=, which "
+                    "measures the rate in the data's variance too)")
         return (f"the multiplier alpha is at its ceiling {ALPHA_CEILING:g} since epoch {since}: the reconstruction "
                 f"term (last {history['recon'][-1]:.4g}) never came down to {name} = {bound:g}, so the loss is "
                 f"alpha times the gap and the KL is not minimised; raise {name} above what the model reaches "
-                "(or give it relative to the data, kappa_fraction=0.1: a tenth of the data's variance)")
+                "(or give it relative to the data, kappa_fraction=0.5: half the data's variance left unexplained)")
     if rule == "geco" and alphas[-1] <= ALPHA_FLOOR * (1 + 1e-6):
         since = _run_start(alphas, lambda a: a <= ALPHA_FLOOR * (1 + 1e-6))
         return (f"the multiplier alpha is at its floor {ALPHA_FLOOR:g} since epoch {since}: the reconstruction term "

@@ -105,6 +105,9 @@ def decoder_variance(checkpoint: Path, model: nn.Module) -> tuple[float, str]:
     objective_settings = dict(settings.get("objective", {}))
     name = objective_settings.pop("name", None)
     objective_settings.pop("kappa_fraction", None)  # recorded beside the kappa it gave
+    variance = objective_settings.pop("data_variance", None)  # with kappa_fraction: the rate per unit of it
+    if variance is not None and "rate" in objective_settings:
+        objective_settings["rate"] = objective_settings["rate"] / variance
     objective = make_objective(name, **objective_settings)
     saved = load_checkpoint(checkpoint)
     saved.restore(model, objective)

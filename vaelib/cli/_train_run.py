@@ -6,6 +6,7 @@ held-out terms, ``run.settings.json``, TensorBoard events) and reports.
 from __future__ import annotations
 
 import argparse
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -163,9 +164,11 @@ def prepare(args: argparse.Namespace) -> TrainingRun:
 
     import vaelib
     from vaelib.data import split_indices
-    from vaelib.objectives import make_objective, relative_kappa
+    from vaelib.objectives import GECO, make_objective, relative_kappa
     from vaelib.scaling import scale_problem
     from vaelib.train import LR_SCHEDULES
+
+    default_rate = inspect.signature(GECO).parameters["rate"].default
 
     checkpoint = _files.output_file(args.checkpoint, "--checkpoint")
     data_path = Path(args.data)
@@ -227,6 +230,7 @@ def prepare(args: argparse.Namespace) -> TrainingRun:
     name = objective_settings.pop("name", "elbo" if out.mu is not None else "reconstruction")
     settings["objective"]["name"] = name
     fraction = objective_settings.pop("kappa_fraction", None)
+    objective_settings.pop("data_variance", None)  # recorded beside kappa_fraction; computed anew
     if fraction is not None:
         if name != "geco" or "kappa" in settings["objective"] and "kappa_fraction" not in (recorded or {}).get(
                 "objective", {}):
@@ -234,7 +238,12 @@ def prepare(args: argparse.Namespace) -> TrainingRun:
                              "and without kappa")
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or fraction <= 0:
             raise ValueError(f"kappa_fraction must be a positive number, got {fraction!r}")
-        objective_settings["kappa"] = settings["objective"]["kappa"] = relative_kappa(x, fraction)
+        # kappa and the rate in the data's units: kappa = fraction·V and log alpha moves by
+        # rate·(R - kappa)/V per step, V = sum_j Var(x_j) (see vaelib.cli.train's help)
+        variance = relative_kappa(x, 1.0)
+        objective_settings["kappa"] = settings["objective"]["kappa"] = fraction * variance
+        objective_settings["rate"] = objective_settings.get("rate", default_rate) / variance
+        settings["objective"]["data_variance"] = variance
     objective = make_objective(name, **objective_settings)
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         objective(x[:2], model(x[:2]))  # a model and an objective that do not fit fail here, not mid-run

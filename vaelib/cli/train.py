@@ -37,7 +37,7 @@ lr = 0.001"""
 EXAMPLE = """examples:
   python -m vaelib train data.csv --checkpoint run.ckpt --epochs 50 --holdout 0.1
   python -m vaelib train data.csv --checkpoint run.ckpt --standardize --label species --drop id
-  python -m vaelib train data.csv --checkpoint g.ckpt --standardize --objective geco --objective-arg kappa_fraction=0.1
+  python -m vaelib train data.csv --checkpoint g.ckpt --standardize --objective geco --objective-arg kappa_fraction=0.5
   python -m vaelib train data.csv --checkpoint ae.ckpt --model autoencoder --hidden 64 32 --latent-dim 4
   python -m vaelib train digits.npy --checkpoint bvae.ckpt --decoder bernoulli --objective-arg beta=4
   python -m vaelib train data.csv --checkpoint run.ckpt --resume --epochs 100     # 50 more epochs
@@ -84,7 +84,13 @@ def add_parser(commands) -> argparse.ArgumentParser:
                             help=f"one of {', '.join(known['objectives'])} (default: elbo for a VAE, reconstruction "
                                  "otherwise)")
     objectives.add_argument("--objective-arg", action="append", default=[], metavar="KEY=VALUE",
-                            help="a setting of the objective, e.g. beta=4 or delta=0.1 (repeatable)")
+                            help="a setting of the objective, e.g. beta=4 or delta=0.1 (repeatable). GECO's kappa "
+                                 "is in the units of the reconstruction term: the squared error summed over the "
+                                 "columns, per point (standardised units with --standardize); its default 0.05 "
+                                 "suits the book's 3-D data, not yours. kappa_fraction=F sets kappa = F·V, V the "
+                                 "data's variance summed over the columns (the error of predicting each column's "
+                                 "mean: 13 for 13 standardised columns), and reads GECO's rate per unit of V, so "
+                                 "that alpha moves as fast on any scale")
     training = cmd.add_argument_group("training")
     training.add_argument("--epochs", type=positive_int,
                           help=f"total epochs (default {defaults.epochs}, sized for the book's 3-D toy data; a data "
