@@ -14,6 +14,7 @@ from sklearn import datasets
 import vaelib
 from vaelib.checkpoint import load_checkpoint
 from vaelib.cli import main
+from vaelib.cli._train_settings import preset_layer
 from vaelib.data import split_indices
 from vaelib.diagnostics import KL_ACTIVE_THRESHOLD, diagnose, findings
 from vaelib.estimators import iwae_bound
@@ -164,6 +165,29 @@ def test_geco_with_a_relative_kappa_on_standardised_data_ends_off_its_clamp(fold
     assert history["recon"][-1] <= 6.5 < history["recon"][0]  # the constraint was met
     recorded = json.loads(open("r.settings.json").read())["objective"]
     assert recorded["data_variance"] == pytest.approx(13, rel=1e-4)
+
+
+def test_a_preset_sizes_the_model_and_the_epochs_by_the_data_below_the_flags(folder, capsys):
+    """Case 5: --preset tabular on 178 rows of 13 columns: latent round(13/4) = 3, one hidden layer of
+    4·13 = 52 units, and 1,000 epochs (2 minibatches of 100 per epoch, for 2,000 steps); a flag
+    overrides what the preset gives, and the preset is recorded so that a resumed run keeps it."""
+    status, out, err = run_main(capsys, "train", "wine_std.npy", "--checkpoint", "p.ckpt", "--preset", "tabular",
+                                "--epochs", 2, "--no-progress")
+    assert status == 0, err
+    settings = json.loads(open("p.settings.json").read())
+    assert settings["preset"] == "tabular" and settings["model"]["latent_dim"] == 3
+    assert settings["model"]["hidden"] == [52] and settings["training"]["epochs"] == 2  # the flag wins
+    assert preset_layer("tabular", 178, 13, 100) == {"model": {"latent_dim": 3, "hidden": [52]},
+                                                     "training": {"epochs": 1000}}
+    assert preset_layer("tabular", 455, 30, 100)["training"]["epochs"] == 400  # breast cancer's training rows
+    assert preset_layer("tabular", 60_000, 784, 100)["training"]["epochs"] == 20  # at least 20
+    assert preset_layer("images", 60_000, 784, 100)["model"] == {"latent_dim": 16, "hidden": [392, 98]}
+    assert preset_layer("toy", 10, 3, 100)["training"] == {"epochs": 10}
+    status, out, err = run_main(capsys, "train", "wine_std.npy", "--checkpoint", "p.ckpt", "--resume", "--epochs", 3,
+                                "--no-progress")
+    assert status == 0 and "latent_dim': 3" in out, err
+    status, _, err = run_main(capsys, "train", "wine_std.npy", "--checkpoint", "q.ckpt", "--preset", "huge")
+    assert status == 2 and "invalid choice: 'huge'" in err and len(err.splitlines()) == 1
 
 
 def test_findings_name_collapse_clamp_and_a_rising_heldout_loss():

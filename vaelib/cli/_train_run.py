@@ -16,7 +16,8 @@ from torch import nn
 
 from vaelib import limits
 from vaelib.cli import _data, _files
-from vaelib.cli._train_settings import model_arguments, model_class, resolve_settings, training_settings
+from vaelib.cli._train_settings import (apply_preset, model_arguments, model_class, resolve_settings,
+                                        training_settings)
 from vaelib.objectives import Objective
 from vaelib.runs import History, TrainingSettings
 from vaelib.scaling import Scaling
@@ -212,6 +213,7 @@ def prepare(args: argparse.Namespace) -> TrainingRun:
         x = scaling.apply(x)
         x_heldout = None if x_heldout is None else scaling.apply(x_heldout)
 
+    apply_preset(settings, len(x), x.shape[1], settings["training"].get("batch_size", TrainingSettings().batch_size))
     cls = model_class(settings)
     arguments = model_arguments(cls, settings)
     training = training_settings(settings)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # imported where it is used: the command's --help needs no to
     from vaelib.runs import TrainingSettings
 
 SECTIONS = ("model", "objective", "training")
-TOP_LEVEL = ("seed", "holdout", "standardize", "patience", "lr_schedule")
+TOP_LEVEL = ("seed", "holdout", "standardize", "patience", "lr_schedule", "preset")
 # The [training] keys the command takes: the fields of TrainingSettings but the seed (a top-level
 # setting: it also seeds the initial weights and the held-out split), the backend and the device
 # (the command trains with vaelib.fit on the CPU).
@@ -28,6 +28,44 @@ DEFAULT_MODEL = "vae"
 # needs a label appended to every row (vaelib.append_labels), the AAE its adversarial objective
 # (vaelib.adversarial.AdversarialRegularizer, which owns a discriminator): train them from Python.
 NOT_FROM_FILES = frozenset({"CVAE", "AAE"})
+
+
+# Named presets: model and training settings sized by the data (``preset_layer``). They sit just
+# above the defaults: --config, the flags and a resumed run's record override them.
+PRESETS = ("toy", "tabular", "images")
+PRESET_HELP = ("settings sized by the data, below --config and the flags: toy = the defaults (latent 2, hidden "
+               "32, 10 epochs: the book's 3-D data); tabular = latent about d/4 (2 to 16), one hidden layer of "
+               "4d units (32 to 256), and epochs for about 2,000 optimiser steps (20 to 1,000), since a small "
+               "table gives few steps per epoch; images = latent 16, hidden d/2 then d/8 units (at most 512 and "
+               "128), steps as for tabular. d: the data's columns. Give --holdout and --patience with them")
+PRESET_STEPS, PRESET_EPOCHS = 2000, (20, 1000)
+
+
+def preset_layer(name: str, rows: int, columns: int, batch_size: int) -> dict[str, Any]:
+    """The ``model`` and ``training`` settings preset ``name`` gives ``rows`` training rows of
+    ``columns`` columns, trained in minibatches of ``batch_size`` (see ``PRESET_HELP``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    if name == "toy":
+        return {"model": {"latent_dim": 2, "hidden": [32]}, "training": {"epochs": 10}}
+    steps_per_epoch = -(-rows // batch_size)
+    low, high = PRESET_EPOCHS
+    epochs = min(high, max(low, -(-PRESET_STEPS // steps_per_epoch)))
+    if name == "tabular":
+        model = {"latent_dim": min(16, max(2, round(columns / 4))), "hidden": [min(256, max(32, 4 * columns))]}
+    else:
+        model = {"latent_dim": 16, "hidden": [min(512, max(32, columns // 2)), min(128, max(16, columns // 8))]}
+    return {"model": model, "training": {"epochs": epochs}}
+
+
+def apply_preset(settings: dict[str, Any], rows: int, columns: int, batch_size: int) -> None:
+    """Fill the settings that nothing gave from ``settings["preset"]`` (none: nothing changes)."""
+    name = settings.get("preset")
+    if name is None:
+        return
+    for section, values in preset_layer(name, rows, columns, batch_size).items():
+        for key, value in values.items():
+            settings[section].setdefault(key, value)
 
 
 def tabular_models() -> dict[str, type]:
@@ -41,7 +79,7 @@ def tabular_models() -> dict[str, type]:
 def resolve_settings(args: argparse.Namespace, recorded: dict[str, Any] | None) -> dict[str, Any]:
     """The run's settings as one dict: ``seed``, ``holdout`` and the three sections."""
     settings: dict[str, Any] = {"seed": 0, "holdout": 0.0, "standardize": False, "patience": None,
-                                "lr_schedule": None, "model": {}, "objective": {}, "training": {}}
+                                "lr_schedule": None, "preset": None, "model": {}, "objective": {}, "training": {}}
     if recorded is not None:
         merge(settings, {key: recorded[key] for key in (*TOP_LEVEL, *SECTIONS) if key in recorded})
     if args.config is not None:
@@ -92,7 +130,8 @@ def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
     objective = {"name": args.objective_name, **key_values("--objective-arg", args.objective_arg)}
     training = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer}
     layer = {"seed": args.seed, "holdout": args.holdout, "standardize": args.standardize or None,
-             "patience": args.patience, "lr_schedule": args.lr_schedule, "model": model,
+             "patience": args.patience, "lr_schedule": args.lr_schedule, "preset": getattr(args, "preset", None),
+             "model": model,
              "objective": objective, "training": training}
     return {key: ({k: v for k, v in value.items() if v is not None} if key in SECTIONS else value)
             for key, value in layer.items() if value is not None}

@@ -14,7 +14,7 @@ import argparse
 
 from vaelib.cli import add_allow_large_flag, add_import_flag, _data, fail, positive_float, positive_int, seed
 from vaelib.cli._catalogue import catalogue
-from vaelib.cli._train_settings import DEFAULT_MODEL
+from vaelib.cli._train_settings import DEFAULT_MODEL, PRESET_HELP, PRESETS
 
 CONFIG_EXAMPLE = """\
 seed = 0
@@ -92,10 +92,11 @@ def add_parser(commands) -> argparse.ArgumentParser:
                                  "mean: 13 for 13 standardised columns), and reads GECO's rate per unit of V, so "
                                  "that alpha moves as fast on any scale")
     training = cmd.add_argument_group("training")
+    training.add_argument("--preset", choices=PRESETS, help=PRESET_HELP)
     training.add_argument("--epochs", type=positive_int,
                           help=f"total epochs (default {defaults.epochs}, sized for the book's 3-D toy data; a data "
-                               "set of your own usually needs more: give many with --holdout and --patience, "
-                               "which stops at the best epoch)")
+                               "set of your own usually needs more: --preset tabular sizes them by the data, or give many "
+                               "with --holdout and --patience, which stops at the best epoch)")
     training.add_argument("--batch-size", type=positive_int,
                           help=f"minibatch size (default {defaults.batch_size})")
     training.add_argument("--lr", type=positive_float, help=f"learning rate (default {defaults.lr:g})")
