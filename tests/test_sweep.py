@@ -436,3 +436,47 @@ def test_ctrl_c_stops_a_sweep_with_one_line_and_status_130(tmp_path):
     assert child.returncode == 130, err
     assert err == (f"vaelib sweep: error: interrupted; the finished chunks are saved in {out}: run the same command "
                    "again to continue\n")
+
+
+def test_keep_models_saves_each_run_and_holdout_scores_rows_left_out_of_training(tmp_path, two_workers, capsys):
+    """sweep --keep-models writes a checkpoint per run that vaelib.load_model rebuilds with the
+    trained weights; --holdout trains on the rows split_indices(seed 0) leaves in and scores the
+    others (heldout_recon, heldout_kl); a run whose checkpoint is missing is trained again, the same."""
+    import torch
+
+    import vaelib
+    from vaelib.data import load_array, split_indices
+
+    rng = np.random.default_rng(0)
+    np.savetxt(tmp_path / "points.csv", rng.normal(size=(120, 4)) * [1, 2, 3, 4], delimiter=",", fmt="%.6g")
+    spec = _spec(tmp_path, '[data]\nfile = "points.csv"\n[model]\nclass = "VAE"\nhidden = [8]\n[training]\n'
+                           'epochs = 2\nbatch_size = 40\n[objective]\nname = "elbo"\n[axes]\nseed = [0, 1]\n')
+    out = tmp_path / "out"
+    command = ["sweep", str(spec), "--out", str(out), "--scheduler", two_workers.scheduler_address, "--no-progress",
+               "--keep-models", "--holdout", "0.25"]
+    assert main(command) == 0, capsys.readouterr().err
+    assert "trained 2 in" in capsys.readouterr().out
+    rows = json.loads((out / "runs.json").read_text())
+    x = load_array(tmp_path / "points.csv")
+    _, heldout_rows = split_indices(len(x), 0.25, seed=0)
+    grid = sweep.load_spec(spec, holdout=0.25)
+    assert [run.key[:12] for run in grid.runs] == [row["run"] for row in rows]
+    assert {run.key for run in grid.runs}.isdisjoint(run.key for run in sweep.load_spec(spec).runs)
+    weights = {}
+    for row, run in zip(rows, grid.runs):
+        path = out / "models" / f"{row['run']}.ckpt"
+        model = vaelib.load_model(path)
+        weights[row["run"]] = {k: v.clone() for k, v in model.state_dict().items()}
+        assert vaelib.checkpoint.load_checkpoint(path).history["loss"][-1] == pytest.approx(row["final_loss"])
+        expected = sweep.worker.evaluate(model, x[heldout_rows], {**run.spec, "evaluation": {
+            **run.spec["evaluation"], "metrics": ["recon", "kl"]}})
+        assert row["eval_heldout_recon"] == pytest.approx(expected["recon"], rel=1e-6)
+        assert row["eval_heldout_kl"] == pytest.approx(expected["kl"], rel=1e-6)
+        assert np.isfinite(row["eval_recon"]) and row["eval_recon"] != row["eval_heldout_recon"]
+    (out / "models" / f"{rows[0]['run']}.ckpt").unlink()
+    assert main(command) == 0
+    assert "trained 1 in 1 chunks" in capsys.readouterr().out
+    retrained = vaelib.load_model(out / "models" / f"{rows[0]['run']}.ckpt").state_dict()
+    for name, value in weights[rows[0]["run"]].items():
+        assert torch.allclose(retrained[name], value, rtol=GENERIC_RTOL, atol=1e-7), name
+    _assert_same_rows(json.loads((out / "runs.json").read_text()), rows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from vaelib.cli import add_allow_large_flag, fail, positive_int
+from vaelib.cli.train import holdout_fraction
 
 EXAMPLE_SPEC = """\
   # sweep.toml: the ELBO against GECO, 5 seeds each, and eq. K7 over three deltas (25 runs)
@@ -51,6 +52,14 @@ def add_parser(commands) -> argparse.ArgumentParser:
     sweep.add_argument("--chunk-size", type=positive_int, metavar="K",
                        help="runs per chunk, trained as one batched computation (default: about four chunks per "
                             "worker, at most 64 runs)")
+    sweep.add_argument("--keep-models", action="store_true",
+                       help="also save each run's weights as a checkpoint, DIR/models/RUN.ckpt (RUN: the table's "
+                            "run column), for sample, encode, evaluate and export; a run done without one is "
+                            "trained again")
+    sweep.add_argument("--holdout", type=holdout_fraction, metavar="FRACTION",
+                       help="hold this fraction of the rows out of training (one split, seed 0, for every run) "
+                            "and score them: heldout_recon and heldout_kl columns (sets [evaluation] holdout; "
+                            "the runs differ from those without it)")
     add_allow_large_flag(sweep, "run a sweep")
     sweep.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     return sweep
@@ -64,12 +73,13 @@ def run(args: argparse.Namespace) -> int:
         return fail(args.command, "--workers sizes the local cluster; with --scheduler the cluster's own "
                                   "workers run the sweep: give one or the other", status=2)
     try:
-        spec = sweep.load_spec(args.spec)
+        spec = sweep.load_spec(args.spec, holdout=args.holdout)
     except (sweep.SpecError, limits.TooLarge) as exc:
         return fail(args.command, exc, status=2)
     try:
         result = sweep.run_sweep(spec, args.out, scheduler=args.scheduler, workers=args.workers,
-                                 chunk_size=args.chunk_size, progress=not args.no_progress)
+                                 chunk_size=args.chunk_size, progress=not args.no_progress,
+                                 keep_models=args.keep_models)
     except (OSError, ValueError) as exc:  # the output folder, the scheduler's address
         return fail(args.command, exc, status=2)
     except sweep.SweepIncomplete as exc:

@@ -42,7 +42,7 @@ class SweepIncomplete(RuntimeError):
 
 def run_sweep(spec: str | os.PathLike[str] | Sweep, out: str | os.PathLike[str], *, scheduler: str | None = None,
               workers: int | None = None, chunk_size: int | None = None, progress: bool = True,
-              on_chunk: Callable[[Path], object] | None = None) -> SweepResult:
+              on_chunk: Callable[[Path], object] | None = None, keep_models: bool = False) -> SweepResult:
     """Run the sweep ``spec`` (a sweep file, or a ``Sweep`` from ``load_spec``) into the folder ``out``.
 
     Runs already done in ``out`` are skipped; the others are trained in chunks of ``chunk_size`` runs
@@ -52,6 +52,11 @@ def run_sweep(spec: str | os.PathLike[str] | Sweep, out: str | os.PathLike[str],
     reports, tests). Raises ``SpecError`` for a bad spec (before anything runs), ``SweepIncomplete``
     when chunks failed (the rest is saved). The files and what they promise: the book's section
     "The sweep file format" (label ``sec-sweep-format``).
+
+    ``keep_models``: each finished run's weights and history are also saved as a checkpoint,
+    ``out/models/RUN.ckpt`` (RUN: the table's ``run`` column), written atomically before its chunk
+    file, so that ``vaelib.load_model`` rebuilds it; a done run whose checkpoint is missing is trained
+    again (its results are the same: a run trains the same in any chunk).
     """
     started = time.perf_counter()
     sweep = spec if isinstance(spec, Sweep) else load_spec(spec)
@@ -65,14 +70,20 @@ def run_sweep(spec: str | os.PathLike[str] | Sweep, out: str | os.PathLike[str],
     out = _prepare_output(out)
     chunk_dir = out / "chunks"
     done, ignored = done_runs(chunk_dir)
-    pending = [run for run in sweep.runs if run.key not in done]
+    model_dir = out / "models"
+    if keep_models:
+        model_dir.mkdir(exist_ok=True)
+    pending = [run for run in sweep.runs
+               if run.key not in done or keep_models and done[run.key]["status"] == "ok"
+               and not model_path(model_dir, run).exists()]
     chunks_trained = 0
     if pending:
         with _dask_client(scheduler, workers) as client:
             size = chunk_size or _default_chunk_size(len(pending), sum(client.nthreads().values()) or 1)
             chunks = sweep.chunks(pending, size)
             # closing(): an error in on_chunk cancels the other chunks while the client is still open
-            with contextlib.closing(_train_on_cluster(client, sweep, chunks, chunk_dir, progress)) as finished:
+            with contextlib.closing(_train_on_cluster(client, sweep, chunks, chunk_dir, progress,
+                                                      model_dir if keep_models else None)) as finished:
                 for path, results in finished:
                     done.update((result["key"], result) for result in results)
                     chunks_trained += 1
@@ -83,6 +94,26 @@ def run_sweep(spec: str | os.PathLike[str] | Sweep, out: str | os.PathLike[str],
     paths = write_results(out, rows, summary)
     return SweepResult(sweep.axes, rows, summary, paths, len(pending), chunks_trained,
                        len(sweep.runs) - len(pending), time.perf_counter() - started, ignored)
+
+
+def model_path(model_dir: Path, run: Run) -> Path:
+    """Where ``keep_models`` saves a run's checkpoint: named as the table's ``run`` column."""
+    return model_dir / f"{run.key[:12]}.ckpt"
+
+
+def _save_models(model_dir: Path, chunk: list[Run], results: list[dict[str, Any]]) -> None:
+    """Each finished run's weights as a checkpoint (atomic: vaelib.checkpoint.save_checkpoint),
+    taken out of its result, which the chunk file then records without them."""
+    from vaelib.checkpoint import save_checkpoint
+    from vaelib.sweep.spec import build_run
+
+    for run, result in zip(chunk, results):
+        weights, history = result.pop("weights", None), result.pop("history", None)
+        if weights is None:
+            continue
+        model, _ = build_run(run.spec)
+        model.load_state_dict(weights)
+        save_checkpoint(model_path(model_dir, run), model, history=history)
 
 
 def _prepare_output(out: str | os.PathLike[str]) -> Path:
@@ -236,9 +267,10 @@ def _shown(data: bytes) -> str:
     return repr(data[:24]) + ("..." if len(data) > 24 else "")
 
 
-def _train_on_cluster(client: Any, sweep: Sweep, chunks: list[list[Run]], chunk_dir: Path,
-                      progress: bool) -> Generator[tuple[Path, list[dict[str, Any]]], None, None]:
-    """Submit every chunk, then yield (file, results) for each as it finishes, after writing it."""
+def _train_on_cluster(client: Any, sweep: Sweep, chunks: list[list[Run]], chunk_dir: Path, progress: bool,
+                      model_dir: Path | None = None) -> Generator[tuple[Path, list[dict[str, Any]]], None, None]:
+    """Submit every chunk, then yield (file, results) for each as it finishes, after writing it (and,
+    given a ``model_dir``, each run's checkpoint before it)."""
     from distributed import as_completed
 
     used = {spec_hash(run.spec["data"]) for chunk in chunks for run in chunk}
@@ -247,7 +279,7 @@ def _train_on_cluster(client: Any, sweep: Sweep, chunks: list[list[Run]], chunk_
     for chunk in chunks:
         name = spec_hash([run.key for run in chunk])
         payload = [{"key": run.key, "spec": run.spec} for run in chunk]
-        future = client.submit(train_chunk, data[spec_hash(chunk[0].spec["data"])], payload,
+        future = client.submit(train_chunk, data[spec_hash(chunk[0].spec["data"])], payload, model_dir is not None,
                                key=f"vaelib-sweep-chunk-{name}", pure=False)
         futures[future] = (name, chunk)
     failures = []
@@ -261,6 +293,8 @@ def _train_on_cluster(client: Any, sweep: Sweep, chunks: list[list[Run]], chunk_
             except Exception as exc:  # a chunk's error is reported with the others', after the rest is saved
                 failures.append(f"{type(exc).__name__}: {exc}")
                 continue
+            if model_dir is not None:
+                _save_models(model_dir, chunk, results)
             path = chunk_dir / f"{name}.json"
             entries = [{"key": run.key, "spec": run.spec, "result": result} for run, result in zip(chunk, results)]
             content = {"format": FORMAT, "chunk": name, "runs": entries}

@@ -85,9 +85,10 @@ class Sweep:
         return [group[i:i + chunk_size] for group in groups.values() for i in range(0, len(group), chunk_size)]
 
 
-def load_spec(path: str | os.PathLike[str]) -> Sweep:
+def load_spec(path: str | os.PathLike[str], *, holdout: float | None = None) -> Sweep:
     """Read and check a sweep file (the format: the book's section ``sec-sweep-format``); raises
-    ``SpecError`` saying what to fix."""
+    ``SpecError`` saying what to fix. ``holdout`` sets ``[evaluation] holdout`` (the file's, if any, is
+    replaced): the fraction of the rows held out of training and scored (``sweep --holdout``)."""
     path = Path(path)
     try:  # a regular file only (a FIFO would block), within the size and nesting limits of every document
         mapping = _io.read_document(path, "a sweep file", kind="toml")
@@ -95,6 +96,9 @@ def load_spec(path: str | os.PathLike[str]) -> Sweep:
         raise SpecError(str(exc).replace(os.fspath(path), path.name, 1)) from None
     except (OSError, ValueError) as exc:
         raise SpecError(f"cannot read the sweep file {str(path)!r}: {exc}") from None
+    if holdout is not None and isinstance(mapping, dict):
+        evaluation = mapping.get("evaluation", {})
+        mapping["evaluation"] = {**evaluation, "holdout": holdout} if isinstance(evaluation, dict) else evaluation
     return parse_spec(mapping, base_dir=path.resolve().parent, source=path.name)
 
 
@@ -203,11 +207,18 @@ class _Parser:
 
     def _evaluation(self, data: dict[str, Any]) -> dict[str, Any]:
         table = self.sections["evaluation"]
-        unknown = sorted(set(table) - {"metrics", "samples", "reference_seed"})
+        unknown = sorted(set(table) - {"metrics", "samples", "reference_seed", "holdout"})
         if unknown:
             raise SpecError(f"[evaluation] has no setting {unknown[0]!r}; its settings are "
-                            "['metrics', 'samples', 'reference_seed']")
+                            "['metrics', 'samples', 'reference_seed', 'holdout']")
+        holdout = table.get("holdout")
+        if holdout is not None and (isinstance(holdout, bool) or not isinstance(holdout, (int, float))
+                                    or not 0 < holdout < 1):
+            raise SpecError(f"[evaluation] holdout must be a fraction strictly between 0 and 1 (the rows held out "
+                            f"of training and scored), got {holdout!r}")
         evaluation = {**EVALUATION_DEFAULTS, **table}
+        if holdout is not None:
+            evaluation["holdout"] = float(holdout)  # 0.5 given as 1/2 or 0.50: one run
         chosen = evaluation["metrics"]
         if not isinstance(chosen, list) or not all(isinstance(m, str) for m in chosen):
             raise SpecError(f"[evaluation] metrics must be a list of names from {list(METRICS)}, got {chosen!r}")
@@ -432,7 +443,9 @@ def chunk_group(spec: dict[str, Any]) -> str:
     training = {k: v for k, v in spec["training"].items() if k != "seed"}
     settings = {k: v for k, v in spec["objective"].items() if k != "name"}
     kernel = kernel_covers(make_objective(spec["objective"]["name"], **settings))
-    return json.dumps([spec["data"], spec["model"], training, kernel], sort_keys=True)
+    holdout = spec["evaluation"].get("holdout")  # the rows a chunk trains on
+    return json.dumps([spec["data"], spec["model"], training, kernel] + ([holdout] if holdout else []),
+                      sort_keys=True)
 
 
 def training_settings(spec: Mapping[str, Any]) -> TrainingSettings:

@@ -13,19 +13,24 @@ import numpy as np
 import torch
 
 from vaelib import metrics
-from vaelib.data import cosine_surface
+from vaelib.data import cosine_surface, split_indices
 from vaelib.engine import RunDiverged, fit_batched
 from vaelib.losses import gaussian_kl
 from vaelib.objectives import kl_term, reconstruction_term
 from vaelib.sweep.spec import DATA_METRICS, SAMPLE_METRICS, SURFACE_METRICS, build_run, draws_noise, training_settings
 
 
-def train_chunk(x: np.ndarray | torch.Tensor, runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def train_chunk(x: np.ndarray | torch.Tensor, runs: Sequence[dict[str, Any]],
+                keep_models: bool = False) -> list[dict[str, Any]]:
     """Train and score one chunk: ``runs`` are ``{"key": ..., "spec": Run.spec}``, trained together as
     one ``fit_batched`` call on ``x``. Returns one result per run, in order: ``key``, ``status``
     (``"ok"`` or ``"diverged"``, then ``error`` says where), ``final`` (the last epoch's terms) and
-    ``eval`` (the metrics). What a Dask worker runs; callable in any process."""
-    x = torch.as_tensor(x)
+    ``eval`` (the metrics). With ``keep_models`` a finished run's result also holds ``weights`` (the
+    model's state dict, on the CPU) and ``history`` (every epoch's terms), for the client to save.
+    When the runs' ``[evaluation]`` holds a ``holdout`` fraction, they train on the rows that
+    ``heldout_split`` leaves in, and ``eval`` adds ``heldout_recon`` (and ``heldout_kl``) on the others.
+    What a Dask worker runs; callable in any process."""
+    x, x_heldout = heldout_split(torch.as_tensor(x), runs[0]["spec"]) if runs else (torch.as_tensor(x), None)
     results: dict[str, dict[str, Any]] = {}
     pending = list(runs)
     while pending:
@@ -41,10 +46,35 @@ def train_chunk(x: np.ndarray | torch.Tensor, runs: Sequence[dict[str, Any]]) ->
                                                "is not finite"}
             continue  # the others again, from their initial weights, without it
         for run, (model, _), history in zip(pending, built, histories):
-            results[run["key"]] = {"key": run["key"], "status": "ok", "final": history.final(),
-                                   "eval": evaluate(model, x, run["spec"])}
+            scores = evaluate(model, x, run["spec"])
+            if x_heldout is not None:
+                scores.update(heldout_scores(model, x_heldout, run["spec"]))
+            results[run["key"]] = {"key": run["key"], "status": "ok", "final": history.final(), "eval": scores}
+            if keep_models:
+                results[run["key"]].update(weights={k: v.detach().cpu().clone() for k, v in
+                                                    model.state_dict().items()},
+                                           history={k: list(v) for k, v in history.terms.items()})
         break
     return [results[run["key"]] for run in runs]
+
+
+def heldout_split(x: torch.Tensor, spec: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The training rows and the held-out rows of ``x`` (None without a ``holdout`` in the spec's
+    ``[evaluation]``): one split for every run of the sweep, ``vaelib.data.split_indices`` with seed 0,
+    so that every run is scored on the same rows."""
+    fraction = spec["evaluation"].get("holdout")
+    if not fraction:
+        return x, None
+    train_rows, heldout_rows = split_indices(len(x), fraction, seed=0)
+    return x[train_rows], x[heldout_rows]
+
+
+def heldout_scores(model: torch.nn.Module, x_heldout: torch.Tensor, spec: dict[str, Any]) -> dict[str, float]:
+    """``heldout_recon`` and, for a model with a Gaussian encoder, ``heldout_kl``: the data metrics of
+    ``evaluate`` on the held-out rows."""
+    wanted = ["recon", "kl"] if draws_noise(model) else ["recon"]
+    scores = evaluate(model, x_heldout, {**spec, "evaluation": {**spec["evaluation"], "metrics": wanted}})
+    return {f"heldout_{name}": value for name, value in scores.items()}
 
 
 @torch.no_grad()
