@@ -114,7 +114,8 @@ CASES = [
     ("iwae decoder_variance<0", lambda: estimators.iwae_bound(vaelib.VAE(3), X, 5, decoder_variance=-1), ValueError,
      "decoder_variance must be"),
     ("iwae autoencoder", lambda: estimators.iwae_bound(vaelib.Autoencoder(3), X, 5), TypeError,
-     "model must be a vaelib.VAE (an encoder q(z|x) is needed to draw the samples), got Autoencoder"),
+     "the estimators score unconditional latent-variable models (vaelib.models.base's protocol, as vaelib.VAE "
+     "follows it): the Autoencoder model lacks prior = 'standard_normal'"),
     ("iwae x features", lambda: estimators.iwae_bound(vaelib.VAE(3), torch.randn(5, 4), 5), ValueError,
      "x must have 3 features per row, got 4"),
     ("iwae_curve empty ks", lambda: estimators.iwae_curve(vaelib.VAE(3), X, []), TypeError,
