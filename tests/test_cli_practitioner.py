@@ -186,6 +186,9 @@ def test_a_preset_sizes_the_model_and_the_epochs_by_the_data_below_the_flags(fol
     status, out, err = run_main(capsys, "train", "wine_std.npy", "--checkpoint", "p.ckpt", "--resume", "--epochs", 3,
                                 "--no-progress")
     assert status == 0 and "latent_dim': 3" in out, err
+    status, out, err = run_main(capsys, "train", "wine_std.npy", "--checkpoint", "s.ckpt", "--preset", "tabular",
+                                "--model", "sparseautoencoder", "--epochs", 1, "--no-progress")
+    assert status == 0 and "'code_dim': 3" in out, err  # no hidden layers: only its code is sized
     status, _, err = run_main(capsys, "train", "wine_std.npy", "--checkpoint", "q.ckpt", "--preset", "huge")
     assert status == 2 and "invalid choice: 'huge'" in err and len(err.splitlines()) == 1
 

@@ -213,8 +213,9 @@ def prepare(args: argparse.Namespace) -> TrainingRun:
         x = scaling.apply(x)
         x_heldout = None if x_heldout is None else scaling.apply(x_heldout)
 
-    apply_preset(settings, len(x), x.shape[1], settings["training"].get("batch_size", TrainingSettings().batch_size))
     cls = model_class(settings)
+    apply_preset(settings, cls, len(x), x.shape[1],
+                 settings["training"].get("batch_size", TrainingSettings().batch_size))
     arguments = model_arguments(cls, settings)
     training = training_settings(settings)
     # Counted before anything is allocated: a model that cannot fit is one line, not a traceback.

@@ -58,14 +58,20 @@ def preset_layer(name: str, rows: int, columns: int, batch_size: int) -> dict[st
     return {"model": model, "training": {"epochs": epochs}}
 
 
-def apply_preset(settings: dict[str, Any], rows: int, columns: int, batch_size: int) -> None:
-    """Fill the settings that nothing gave from ``settings["preset"]`` (none: nothing changes)."""
+def apply_preset(settings: dict[str, Any], cls: type, rows: int, columns: int, batch_size: int) -> None:
+    """Fill the settings that nothing gave from ``settings["preset"]`` (none: nothing changes); a
+    model setting only where the model class ``cls`` takes it (a sparse autoencoder has no hidden
+    layers: its code_dim, or the latent_dim of others, is sized as the preset says)."""
     name = settings.get("preset")
     if name is None:
         return
+    accepted = inspect.signature(cls).parameters
     for section, values in preset_layer(name, rows, columns, batch_size).items():
         for key, value in values.items():
-            settings[section].setdefault(key, value)
+            if section == "model" and key == "latent_dim" and "latent_dim" not in accepted:
+                key = "code_dim"
+            if section != "model" or key in accepted:
+                settings[section].setdefault(key, value)
 
 
 def tabular_models() -> dict[str, type]:
