@@ -348,6 +348,35 @@ def test_end_to_end_on_a_labelled_csv_with_mixed_scales(folder, capsys):
     assert scores["iwae"] == pytest.approx((bound - scaling.log_jacobian()).mean().item(), rel=1e-5)
 
 
+def test_export_to_onnx_matches_vaelib_in_onnxruntime_or_is_refused_in_one_line(folder, capsys):
+    """export --format onnx: where onnx and onnxscript are installed, two ONNX models whose outputs
+    in onnxruntime are vaelib's (the scaling built in); where they are not (vaelib's requirements
+    do not hold them), one line naming the packages, exit 2, and no file."""
+    import importlib.util
+
+    assert run_main(capsys, "train", "wine_std.npy", "--checkpoint", "o.ckpt", "--epochs", 2, "--standardize",
+                    "--no-progress")[0] == 0
+    status, out, err = run_main(capsys, "export", "o.ckpt", "--out", "o", "--format", "onnx")
+    if any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxscript")):
+        assert status == 2 and not out and len(err.splitlines()) == 1, err
+        assert "ONNX export needs the onnx" in err and "pip install onnx onnxscript" in err
+        assert not list(folder.glob("o.*.onnx"))
+        return
+    assert status == 0 and "o.encoder.onnx" in out, err
+    onnxruntime = pytest.importorskip("onnxruntime")
+    model, scaling = vaelib.load_model("o.ckpt"), load_checkpoint("o.ckpt").scaling
+    x = load_array("wine_std.npy")[:37] * 3 + 1  # another batch size, off the training scale
+    encoder = onnxruntime.InferenceSession("o.encoder.onnx", providers=["CPUExecutionProvider"])
+    decoder = onnxruntime.InferenceSession("o.decoder.onnx", providers=["CPUExecutionProvider"])
+    mu, logvar = encoder.run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        expected_mu, expected_logvar = model.encode(scaling.apply(x))
+        expected_x = scaling.invert(model.decode(expected_mu))
+    assert np.allclose(mu, expected_mu, atol=1e-5) and np.allclose(logvar, expected_logvar, atol=1e-5)
+    (decoded,) = decoder.run(None, {"z": expected_mu.numpy()})
+    assert np.allclose(decoded, expected_x, rtol=1e-5, atol=1e-4)
+
+
 def test_resume_speaks_in_flags_and_records_a_changed_lr(folder, capsys):
     """Case 9: a changed --holdout is named as such; a changed --lr is recorded, with its epoch."""
     assert run_main(capsys, "train", "wine_std.npy", "--checkpoint", "h.ckpt", "--holdout", 0.1, "--epochs", 2,

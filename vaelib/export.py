@@ -13,15 +13,20 @@ runs them, no vaelib needed::
     encoder = torch.export.load("run.encoder.pt2").module()
     mu, logvar = encoder(x)
 
-Why torch.export and not ONNX: the ONNX exporter of torch 2.13 needs the ``onnx`` and
+Why torch.export by default and not ONNX: the ONNX exporter of torch 2.13 needs the ``onnx`` and
 ``onnxscript`` packages and running the file needs ``onnxruntime``, none of which the pinned
-requirements hold; a ``.pt2`` file needs PyTorch alone. (``torch.jit.script`` cannot compile the
+requirements hold; a ``.pt2`` file needs PyTorch alone. Where those packages are installed,
+``file_format="onnx"`` (``python -m vaelib export --format onnx``) writes ONNX files instead. (``torch.jit.script`` cannot compile the
 models, whose ``forward`` returns a ``ModelOutput`` dataclass.) The batch size is dynamic.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import io
+import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,8 @@ from torch import nn
 
 from vaelib import _io
 from vaelib.scaling import Scaling
+
+FORMATS = ("pt2", "onnx")
 
 
 class _Encoder(nn.Module):
@@ -59,10 +66,15 @@ def _scaling_tensors(model: nn.Module, scaling: Scaling | None) -> tuple[torch.T
     return torch.tensor(scaling.mean, dtype=torch.float32), torch.tensor(scaling.scale, dtype=torch.float32)
 
 
-def export_model(model: nn.Module, path_prefix: str | os.PathLike[str], scaling: Scaling | None = None) -> list[Path]:
+def export_model(model: nn.Module, path_prefix: str | os.PathLike[str], scaling: Scaling | None = None,
+                 file_format: str = "pt2") -> list[Path]:
     """Write ``PREFIX.encoder.pt2`` and ``PREFIX.decoder.pt2`` (see the module's docstring), each
     together and atomically; returns their paths. The model needs ``in_dim``, ``latent_dim``, ``encode`` and
-    ``decode`` (vaelib's VAE and autoencoders have them)."""
+    ``decode`` (vaelib's VAE and autoencoders have them). ``file_format="onnx"`` writes the same two
+    programs as ``PREFIX.encoder.onnx`` and ``PREFIX.decoder.onnx`` through ``torch.onnx.export``
+    (inputs ``x`` and ``z``, a dynamic batch), which needs the ``onnx`` and ``onnxscript`` packages."""
+    if file_format not in FORMATS:
+        raise ValueError(f"file_format must be one of {FORMATS}, got {file_format!r}")
     missing = [name for name in ("in_dim", "latent_dim", "encode", "decode") if not hasattr(model, name)]
     if missing:
         raise TypeError(f"{type(model).__name__} cannot be exported: it has no {', '.join(missing)}")
@@ -73,8 +85,34 @@ def export_model(model: nn.Module, path_prefix: str | os.PathLike[str], scaling:
     contents = {}
     for part, module in (("encoder", _Encoder(model, scaling)), ("decoder", _Decoder(model, scaling))):
         example = torch.zeros(2, int(widths[part]))
+        if file_format == "onnx":
+            contents[prefix.with_name(f"{prefix.name}.{part}.onnx")] = _onnx_bytes(module.eval(), example, part)
+            continue
         program = torch.export.export(module.eval(), (example,), dynamic_shapes=({0: batch},))
         buffer = io.BytesIO()
         torch.export.save(program, buffer)
         contents[prefix.with_name(f"{prefix.name}.{part}.pt2")] = buffer.getvalue()
     return _io.write_files(contents, what="the exported model")  # both files or neither
+
+
+def _onnx_bytes(module: nn.Module, example: torch.Tensor, part: str) -> bytes:
+    """One part as an ONNX model (torch.onnx's exporter, from torch.export), serialised."""
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"ONNX export needs the {' and '.join(missing)} package{'s' * (len(missing) > 1)}, which "
+                         "vaelib's requirements do not hold: pip install onnx onnxscript (and onnxruntime to run "
+                         "the files), or export to .pt2, which needs PyTorch alone")
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")  # the exporter's own notices (deprecations inside torch)
+            logger.setLevel(logging.ERROR)  # and its note that torchvision's operators are skipped
+            program = torch.onnx.export(module, (example,), dynamo=True, verbose=False,
+                                        input_names=["x" if part == "encoder" else "z"],
+                                        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+    finally:
+        logger.setLevel(level)
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
+    return program.model_proto.SerializeToString()

@@ -11,7 +11,10 @@ EXAMPLE = """examples:
 
 and then, with PyTorch alone (no vaelib):
   encoder = torch.export.load("run.encoder.pt2").module();  mu, logvar = encoder(x)
-  decoder = torch.export.load("run.decoder.pt2").module();  x_mean = decoder(z)"""
+  decoder = torch.export.load("run.decoder.pt2").module();  x_mean = decoder(z)
+
+  python -m vaelib export run.ckpt --out run --format onnx   # run.encoder.onnx, run.decoder.onnx
+  onnxruntime.InferenceSession("run.encoder.onnx").run(None, {"x": x})   # [mu, logvar]"""
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -22,12 +25,17 @@ def add_parser(commands) -> argparse.ArgumentParser:
                     "programs (.pt2), which PyTorch runs without vaelib: PREFIX.encoder.pt2 (rows of data ->\n"
                     "a VAE's (mu, logvar), an autoencoder's code) and PREFIX.decoder.pt2 (codes -> the\n"
                     "decoder's mean). A model trained with --standardize has its scaling built in: both\n"
-                    "take and give the data's own units. Any batch size. (ONNX would need packages\n"
-                    "that vaelib's requirements do not hold: onnx, onnxscript and onnxruntime.)",
+                    "take and give the data's own units. Any batch size. --format onnx writes ONNX models\n"
+                    "instead, where the onnx and onnxscript packages are installed (not in vaelib's\n"
+                    "requirements; onnxruntime runs them).",
         epilog=EXAMPLE)
     cmd.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by python -m vaelib train (or vaelib.fit)")
     cmd.add_argument("--out", required=True, metavar="PREFIX",
-                     help="where to write: PREFIX.encoder.pt2 and PREFIX.decoder.pt2")
+                     help="where to write: PREFIX.encoder.pt2 and PREFIX.decoder.pt2 (.onnx with --format onnx)")
+    cmd.add_argument("--format", choices=("pt2", "onnx"), default="pt2", dest="file_format",
+                     help="pt2 (default): torch.export programs, PyTorch alone runs them; onnx: ONNX models "
+                          "(inputs x and z) for onnxruntime and other runtimes, which needs the onnx and "
+                          "onnxscript packages installed")
     add_import_flag(cmd)
     add_allow_large_flag(cmd, "export")
     return cmd
@@ -38,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         model, scaling = _data.trained_model(Path(args.checkpoint))
-        written = export_model(model, args.out, scaling)
+        written = export_model(model, args.out, scaling, args.file_format)
     except (ValueError, TypeError, OSError) as exc:
         return fail(args.command, exc, status=2)
     print(f"wrote {' and '.join(map(str, written))}: the {type(model).__name__} in {args.checkpoint}"
