@@ -63,16 +63,20 @@ def write_atomically(path: Path, text: str) -> None:
 def ensure_venv() -> None:
     """Create .venv and install the pinned requirements and vaelib (editable), once per change.
 
-    A .venv that is a symbolic link (one environment shared by several git worktrees of this
-    repository) is never deleted: a change of requirements is installed into it in place.
+    A working .venv is never deleted: a change of requirements is installed into it in place, so
+    that a process still running from it (a test, a chapter's kernel, another git worktree that
+    shares it through a symbolic link) keeps its packages. Only a .venv without a Python is
+    created afresh.
     """
     digest = hashlib.sha256()
     for name in ("requirements.txt", "pyproject.toml"):
         digest.update((ROOT / name).read_bytes())
     if PYTHON.exists() and STAMP.exists() and STAMP.read_text() == digest.hexdigest():
         return
-    if VENV.is_symlink() and PYTHON.exists():
+    if PYTHON.exists() and (VENV / "pyvenv.cfg").exists():
         run(PYTHON, "-m", "pip", "install", "--quiet", "-r", ROOT / "requirements.txt")
+        if not VENV.is_symlink():  # a worktree's shared .venv has vaelib installed from its owner
+            run(PYTHON, "-m", "pip", "install", "--quiet", "--no-deps", "-e", ROOT)
         write_atomically(STAMP, digest.hexdigest())
         return
     if VENV.exists():
