@@ -16,7 +16,7 @@ import vaelib
 from vaelib.data import cosine_surface
 from vaelib.engine import _generic, fit_batched
 from vaelib.engine._optimizer import FlatOptimizer
-from vaelib.engine._stacked import Layout, check_stackable
+from vaelib.engine._stacked import Layout, StackedSequential, check_stackable, layouts, stacked_twin
 from vaelib.models import ModelOutput
 from vaelib.models.base import register_model
 from test_engine import _assert_same_run  # the same tolerance and comparison as the engine's other tests
@@ -240,3 +240,34 @@ def test_a_transposed_layout_keeps_the_parameters_own_shape_for_state_and_write_
     assert torch.equal(layout.canonical(flat), layout.compute(flat).transpose(1, 2))
     layout.canonical(flat)[1, 2, 4] = -1.0
     assert flat[15 + 4 * 3 + 2] == -1.0  # the same memory
+
+
+@pytest.mark.parametrize("activation", [nn.ELU, nn.ReLU])
+def test_an_activation_acts_in_place_only_on_a_stacked_layers_fresh_output(activation):
+    """An ELU or ReLU right after a linear layer overwrites that layer's output (PyTorch's in-place
+    form: the same values, a backward that reads the output); one that comes first must not touch
+    the network's input. Values and gradients are each run's own, up to rounding."""
+    runs = 3
+    nets = []
+    for seed in range(runs):
+        torch.manual_seed(seed)
+        nets.append(nn.Sequential(nn.Sequential(activation(), nn.Linear(5, 4), activation(), nn.Linear(4, 3))))
+    held = layouts(nets[0], runs)
+    tensors = {}
+    for name in held:
+        value = torch.stack([dict(net.named_parameters())[name].detach() for net in nets])
+        own = held[name].transposed
+        tensors[name] = (value.transpose(1, 2) if own else value).reshape(held[name].shape).clone().requires_grad_()
+    twin = stacked_twin(nets[0], tensors, held, runs)
+    assert isinstance(twin[0], StackedSequential) and twin[0].in_place == [False, False, True, False]
+    x = torch.randn(runs * 6, 5, generator=torch.Generator().manual_seed(0))
+    given = x.clone()
+    out = twin(x)
+    assert torch.equal(x, given)  # the first activation left the input alone
+    out.pow(2).sum().backward()
+    for r, net in enumerate(nets):
+        own = net(x[6 * r:6 * (r + 1)])
+        torch.testing.assert_close(out[6 * r:6 * (r + 1)], own, rtol=1e-6, atol=1e-7)
+        own.pow(2).sum().backward()
+        grad = tensors["0.1.weight"].grad[r].T  # held as Wᵀ
+        torch.testing.assert_close(grad, net[0][1].weight.grad, rtol=1e-5, atol=1e-7)
