@@ -56,7 +56,7 @@ ELEMENTWISE = (nn.Tanh, nn.ReLU, nn.Sigmoid, nn.ELU, nn.Identity, nn.LeakyReLU, 
 LINEAR_LAYERS = (nn.Linear, TiedLinear, ParametricTanh)
 # Activations with an in-place form: what ``layer(h)`` computes, written into h.
 IN_PLACE: dict[type, Callable[[torch.Tensor, nn.Module], torch.Tensor]] = {
-    nn.ELU: lambda h, layer: functional.elu_(h, layer.alpha),
+    nn.ELU: lambda h, layer: functional.elu_(h, cast(nn.ELU, layer).alpha),
     nn.ReLU: lambda h, layer: functional.relu_(h),
 }
 
