@@ -66,9 +66,16 @@ def test_summary_best_settings_and_table(trained):
     assert cmp.best_settings(table, "cell_coverage")["GECO"]["cell_coverage"][0] == max(
         e["cell_coverage"][0] for e in geco)
     text = cmp.format_table(table, style="text")
-    assert text.splitlines()[0].startswith("objective") and len(text.splitlines()) == 1 + len(table)
-    markdown = cmp.format_table(table, style="markdown")
+    lines = text.splitlines()  # the header, a row per setting, the legend of the marks
+    assert lines[0].startswith("objective") and lines[1 + len(table)].startswith("↓ lower is better")
+    assert " ".join(lines[1 + len(table):]) == cmp.legend(noise=False).replace("Bold:", "*:")
+    markdown = cmp.format_table(table, style="markdown")  # the page's caption carries the legend
     assert markdown.count("\n") == len(table) + 1
+    for key, better in (("mmd2", min), ("cell_coverage", max)):  # the best mean of a quality column is bold
+        column = list(cmp.QUALITY).index(key) + len(cmp.FIT) + 1
+        best = better(range(len(table)), key=lambda i: table[i][key][0])
+        assert markdown.splitlines()[2 + best].split(" | ")[column].startswith("**")
+    assert "**" not in markdown.splitlines()[2].split(" | ")[1]  # R, a trade-off, is never ranked
     with pytest.raises(ValueError, match="metric must be one of"):
         cmp.best_settings(table, "beauty")
 

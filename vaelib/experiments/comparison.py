@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vaelib import _checks, threads
-from vaelib.claims import separation
+from vaelib import _checks, tables, threads
+from vaelib.claims import SeedSummary, separation
 from vaelib.data import cosine_surface
 from vaelib.engine import fit_batched
 from vaelib.evaluation import reconstruction_and_kl
@@ -49,7 +49,7 @@ from vaelib.metrics import NoiseLevel, cosine_sample_quality, energy_distance, m
 from vaelib.models import VAE
 from vaelib.objectives import ELBO, GECO, ConstrainedObjective, KLConstrained, KoLagrangian, Objective, SigmaVAE
 from vaelib.seeding import seed_everything
-from vaelib.tables import mean_std_cell, render_table
+from vaelib.tables import Column, render_table
 from vaelib.runs import History, TrainingSettings
 
 # The sample-quality metrics of the table, in this order, with their labels and which way is better.
@@ -298,15 +298,25 @@ def best_settings(table: Sequence[dict], metric: str = "mmd2", *,
 def format_table(table: Sequence[dict], noise: dict[str, NoiseLevel] | None = None, style: str = "markdown",
                  keys: Sequence[str] = ("recon", "recon_at_mean", "kl", "alpha", *QUALITY)) -> str:
     """The comparison in a ``vaelib.tables`` style: mean ± std over seeds, with a first row for
-    fresh data (the noise level: the best a generator can score) when ``noise`` is given."""
-    labels = {**FIT, **{k: v[0] for k, v in QUALITY.items()}}
-    rows = []
+    fresh data (the noise level: the best a generator can score) when ``noise`` is given. The
+    quality columns are ranked (``vaelib.tables``: the best mean in bold, and every mean the seeds do
+    not separate from it); the noise level is not, and the page's caption says so (``legend``)."""
+    columns = {**{k: Column(v) for k, v in FIT.items()}, **{k: Column(*v) for k, v in QUALITY.items()}}
+    rows: list[list[object]] = []
     if noise is not None:
         rows.append(["fresh data (noise level)",
-                     *(mean_std_cell(noise[k].mean, noise[k].std) if k in noise else "" for k in keys)])
+                     *(SeedSummary(noise[k].mean, noise[k].std, len(noise[k].values)) if k in noise else ""
+                       for k in keys)])
     for entry in table:
-        rows.append([entry["label"], *(mean_std_cell(*entry[key]) for key in keys)])
-    return render_table(["objective", *(labels[k] for k in keys)], rows, style)
+        rows.append([entry["label"], *((*entry[key], entry["seeds"]) for key in keys)])
+    return render_table(["objective", *(columns[k] for k in keys)], rows, style,
+                        reference_rows=[0] if noise is not None else [])
+
+
+def legend(keys: Sequence[str] = tuple(QUALITY), noise: bool = True) -> str:
+    """The sentence a page's caption adds under ``format_table``'s table: its arrows and marks."""
+    columns = [Column(*QUALITY[k]) if k in QUALITY else Column(FIT[k]) for k in keys]
+    return tables.legend(columns, reference=["fresh data (noise level)"] if noise else [])
 
 
 # Colours and markers of the methods in the figures: the Okabe-Ito palette without its yellow.

@@ -43,18 +43,18 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vaelib import _checks, _io, limits, plots
+from vaelib import _checks, _io, limits, plots, tables
 from vaelib.data import COSINE_HALF_WIDTH, COSINE_NOISE, cosine_surface
 from vaelib.engine import fit_batched
 from vaelib.claims import mean_std
 from vaelib.evaluation import reconstruction_and_kl
-from vaelib.metrics import cosine_sample_quality, median_bandwidth
+from vaelib.metrics import BETTER, cosine_sample_quality, median_bandwidth
 from vaelib.models import VAE
 from vaelib.nn import ACTIVATIONS
 from vaelib.objectives import ALPHA_RULES, ELBO, KL_REDUCTIONS, KoLagrangian, Objective
 from vaelib.pca import fit_pca
 from vaelib.seeding import seed_everything
-from vaelib.tables import mean_std_cell, render_table
+from vaelib.tables import Column, as_printed, render_table
 from vaelib.runs import History, TrainingSettings, check_lr
 from vaelib.train import fit
 
@@ -64,12 +64,15 @@ QUALITY_POINTS = 2_000
 FRESH_DATA_SEED = 1_000_000
 QUALITY_LABELS = {"surface_distance": "distance to surface", "coverage_distance": "coverage distance",
                   "cell_coverage": "cells covered", "mmd2": "MMD²", "energy": "energy distance"}
+QUALITY_COLUMNS = [Column(label, BETTER[key]) for key, label in QUALITY_LABELS.items()]  # ranked: lower or higher
 INITS = ("pytorch", "xavier")
 # The paper's eq. 7 is the book's eq. K7 (its equations carry a K); its eq. 6 is the ELBO.
 OBJECTIVE_LABELS = {"proposed": "proposed (eq. K7)", "elbo": "ELBO"}
+# The rows of Figure 1's quality table: a second fresh draw of the data, then each objective's samples.
+CLOUD_LABELS = {"data": "fresh data", **OBJECTIVE_LABELS}
 # The columns of Table 1, in the paper's order; the ELBO row has only the first two.
-COLUMNS = {"recon": "R (sampled z)", "recon_at_mean": "R (z = μ)", "kl": "KL", "weighted_recon": "(1+α)·R",
-           "weighted_kl": "α·KL", "alpha": "α"}
+COLUMNS = {"recon": "R (sampled z)", "recon_at_mean": "R (z = μ)", "kl": "KL (nats)", "weighted_recon": "(1+α)·R",
+           "weighted_kl": "α·KL (nats)", "alpha": "α"}
 COLUMNS_OF = {"proposed": tuple(COLUMNS), "elbo": ("recon", "recon_at_mean", "kl")}
 
 # Ko & Ko's Table 1: mean and standard deviation over 10 runs of 200 epochs.
@@ -393,11 +396,18 @@ class Reproduction:
 
     def sample_quality_table(self, style: str = "text", title: bool = True) -> str:
         """Figure 1's clouds measured (see ``figure1_quality``), in a ``vaelib.tables`` style."""
-        rows = [[name, *(f"{self.sample_quality[name][key]:.4g}" for key in QUALITY_LABELS)]
-                for name in self.sample_quality]
+        names = list(self.sample_quality)
+        rows = [[CLOUD_LABELS.get(name, name), *(self.sample_quality[name][key] for key in QUALITY_LABELS)]
+                for name in names]
         caption = (f"Figure 1's samples against fresh data ({QUALITY_POINTS:,} points each; "
-                   "'data' is a second fresh draw of the data)")
-        return render_table(["cloud", *QUALITY_LABELS.values()], rows, style, caption if title else None)
+                   f"'{CLOUD_LABELS['data']}' is a second fresh draw of the data)")
+        return render_table(["cloud", *QUALITY_COLUMNS], rows, style, caption if title else None,
+                            reference_rows=[i for i, name in enumerate(names) if name == "data"])
+
+    @staticmethod
+    def sample_quality_legend() -> str:
+        """What the arrows and the bold values of ``sample_quality_table`` mean, for a page's caption."""
+        return tables.legend(QUALITY_COLUMNS, over_seeds=False, reference=[CLOUD_LABELS["data"]])
 
     def table(self, style: str = "text", title: bool = True) -> str:
         """Table 1 in the paper's layout, our row above the paper's for each objective
@@ -550,13 +560,14 @@ def format_table(ours: Mapping[str, Mapping], config: Ko2023Config, style: str =
     unit = f"summed over the {config.n_points:,} points" if config.kl_reduction == "sum" else "per point"
     caption = (f"Table 1: mean ± std over {config.runs} runs of {config.epochs} epochs "
                f"(R per point; KL in nats, {unit})")
-    rows = []
+    rows: list[list[object]] = []
     for objective in OBJECTIVES:
         for source, table in (("ours", ours), ("paper", PAPER_TABLE1)):
             stats = table.get(objective, {})
-            cells = [mean_std_cell(stats[name]["mean"], stats[name]["std"]) if name in stats else "–"
-                     for name in COLUMNS]
-            rows.append([f"{OBJECTIVE_LABELS[objective]}, {source}", *cells])
+            quote = as_printed if source == "paper" else lambda mean, std: (mean, std)  # the paper's as printed
+            rows.append([f"{OBJECTIVE_LABELS[objective]}, {source}",
+                         *(quote(stats[name]["mean"], stats[name]["std"]) if name in stats else None
+                           for name in COLUMNS)])
     return render_table(["objective", *COLUMNS.values()], rows, style, caption if title else None)
 
 

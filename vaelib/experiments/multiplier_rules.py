@@ -17,7 +17,7 @@ from vaelib.models import VAE
 from vaelib.objectives import Objective
 from vaelib.runs import History, TrainingSettings
 from vaelib.seeding import seed_everything
-from vaelib.tables import mean_std_cell, render_table
+from vaelib.tables import render_table
 
 
 @dataclass
@@ -72,8 +72,7 @@ def format_summary(summary: Mapping[str, Mapping[str, tuple[float, float]]],
                    terms: Sequence[str] = ("recon", "kl", "alpha"), style: str = "text") -> str:
     """One row per variant, mean ± std of each term ("–" where a variant does not log it), in a
     ``vaelib.tables`` style: ``"text"``, ``"markdown"`` (a book page captions it) or ``"html"``."""
-    rows = [[name, *(mean_std_cell(*stats[t]) if t in stats else "–" for t in terms)]
-            for name, stats in summary.items()]
+    rows = [[name, *(stats.get(t) for t in terms)] for name, stats in summary.items()]
     return render_table(["variant", *(TERM_LABELS.get(t, t) for t in terms)], rows, style)
 
 

@@ -14,7 +14,7 @@ instead of judging its sample cloud by eye. One concern per module:
   discrepancy with a Gaussian kernel; ``median_bandwidth`` is its bandwidth rule) and
   ``energy_distance`` (the unbiased energy distance);
 * ``quality``: ``cosine_sample_quality`` (every metric above at once for samples of the cosine
-  surface) and ``noise_level`` (a metric between independent fresh draws of the data: the level
+  surface; ``BETTER`` says which way each improves) and ``noise_level`` (a metric between independent fresh draws of the data: the level
   below which a difference between two models is noise);
 * ``_pairs``: the seeded subsets and blockwise sums over pairs of points they share.
 
@@ -31,13 +31,13 @@ from __future__ import annotations
 from vaelib.claims import mean_std
 from vaelib.evaluation import reconstruction_and_kl
 from vaelib.metrics._pairs import DEFAULT_CHUNK_SIZE
-from vaelib.metrics.quality import NoiseLevel, cosine_sample_quality, noise_level
+from vaelib.metrics.quality import BETTER, NoiseLevel, cosine_sample_quality, noise_level
 from vaelib.metrics.surface import (DEFAULT_CELLS_PER_SIDE, DEFAULT_REFERENCE_POINTS, DEFAULT_WITHIN,
                                     SURFACE_DISTANCE_TOLERANCE, cell_coverage, coverage_distance,
                                     nearest_surface_points, surface_distance, surface_distance_summary)
 from vaelib.metrics.two_sample import MEDIAN_MAX_POINTS, energy_distance, median_bandwidth, mmd2
 
-__all__ = ["DEFAULT_CELLS_PER_SIDE", "DEFAULT_CHUNK_SIZE", "DEFAULT_REFERENCE_POINTS", "DEFAULT_WITHIN",
+__all__ = ["BETTER", "DEFAULT_CELLS_PER_SIDE", "DEFAULT_CHUNK_SIZE", "DEFAULT_REFERENCE_POINTS", "DEFAULT_WITHIN",
            "MEDIAN_MAX_POINTS", "SURFACE_DISTANCE_TOLERANCE", "NoiseLevel", "cell_coverage", "cosine_sample_quality",
            "coverage_distance", "energy_distance", "mean_std", "median_bandwidth", "mmd2", "nearest_surface_points",
            "noise_level", "reconstruction_and_kl", "surface_distance", "surface_distance_summary"]

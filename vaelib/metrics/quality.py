@@ -17,6 +17,12 @@ from vaelib.metrics.surface import (DEFAULT_CELLS_PER_SIDE, DEFAULT_WITHIN, cove
                                     nearest_surface_points, occupied_fraction)
 from vaelib.metrics.two_sample import median_bandwidth
 
+# Which way each metric of ``cosine_sample_quality`` improves, for a table's ranking
+# (``vaelib.tables.Column``). The distances to the surface can fall below fresh data's, since a decoder
+# outputs its mean without the noise: lower is better only beside the coverage and two-sample metrics.
+BETTER = {"surface_distance": "lower", "surface_distance_p90": "lower", "coverage_distance": "lower",
+          "cell_coverage": "higher", "mmd2": "lower", "energy": "lower"}
+
 
 @dataclass(frozen=True)
 class NoiseLevel:

@@ -14,9 +14,15 @@ from typing import Any
 from vaelib import _io
 from vaelib.claims import mean_std
 from vaelib.sweep.spec import Run
-from vaelib.tables import mean_std_cell, render_table
+from vaelib.metrics.quality import BETTER
+from vaelib.tables import Column, render_table
 
 RESULT_FILES = ("runs.csv", "runs.json", "summary.csv", "summary.json")
+# How the summary table heads the metrics and the usual axes (others keep their names from the sweep file).
+METRIC_LABELS = {"recon": "R", "kl": "KL (nats/point)", "loss": "loss", "mmd2": "MMD²", "energy": "energy distance",
+                 "surface_distance": "distance to surface", "surface_distance_p90": "distance to surface (p90)",
+                 "coverage_distance": "coverage distance", "cell_coverage": "cells covered", "alpha": "α"}
+AXIS_LABELS = {"beta": "β", "kappa": "κ", "delta": "δ", "lr": "learning rate"}
 
 
 @dataclass
@@ -85,14 +91,18 @@ def _metric_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def format_summary(summary: Sequence[Mapping[str, Any]], axes: Sequence[str], style: str = "text") -> str:
     """A summary as a table: the axes, runs, then mean ± std of each eval_ column (of the final_
-    columns when no metric was evaluated)."""
+    columns when no metric was evaluated); the sample metrics ranked, with the legend below."""
     keys = [axis for axis in axes if axis != "seed"]
     names = [c[:-5] for c in (summary[0] if summary else {}) if c.endswith("_mean")]
     shown = [c for c in names if c.startswith("eval_")] or names
-    header = [*keys, "runs", *(c.removeprefix("eval_") for c in shown)]
+    header: list[str | Column] = [*(AXIS_LABELS.get(k, k) for k in keys), "runs"]
+    for column in shown:
+        name = column.removeprefix("eval_")
+        ranked = column.startswith("eval_") and name in BETTER  # a sample metric; R and the KL trade off
+        header.append(Column(METRIC_LABELS.get(name, name), BETTER[name] if ranked else None))
     lines = [[("" if entry[k] is None else str(entry[k])) for k in keys] + [str(entry["runs"])]
-             + [mean_std_cell(entry[f"{c}_mean"], entry[f"{c}_std"], digits=4) for c in shown] for entry in summary]
-    return render_table(header, lines, style)
+             + [(entry[f"{c}_mean"], entry[f"{c}_std"], entry["runs"]) for c in shown] for entry in summary]
+    return render_table(header, lines, style, show_legend=True)  # no page captions it: the table says it
 
 
 def write_results(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> dict[str, Path]:
