@@ -109,3 +109,8 @@ def test_numpy_numbers_and_nan_means():
     header = ["x", Column("v", "higher")]
     lines = render_table(header, [["a", np.float32(0.5)], ["b", (float("nan"), 0.1)]], "markdown").splitlines()
     assert lines[2:] == ["| a | 0.500 |", "| b | – |"]  # one ranked value: nothing to mark
+
+
+def test_a_settings_value_in_a_label_stays_whole():
+    lines = render_table(["objective", "R"], [["β-VAE, β = 0.03", 0.5]], "markdown").splitlines()
+    assert lines[2] == f"| β-VAE, β{NO_BREAK}={NO_BREAK}0.03 | 0.500 |"

@@ -15,7 +15,7 @@ The cells are numbers, not strings, so that the renderer can format each column 
   text table prints it below itself, a page puts it in its caption.
 * a cell is a number (one run), ``(mean, std)``, ``(mean, std, n)`` or a ``SeedSummary`` (mean ±
   std over seeds), ``None`` ("–", missing), or a string shown as it is (a label, a value quoted
-  from a paper as printed there).
+  from a paper as printed there), but for no-break spaces around " = " ("β = 0.03" stays whole).
 * a column's means all have the same number of significant figures (``column_figures``: 3, or 4
   where a cell needs them to show its spread), trailing zeros kept; a spread has its mean's
   decimals. No exponent notation and a true minus sign (U+2212), so that no browser breaks a
@@ -160,8 +160,8 @@ def column_figures(cells: Sequence[object]) -> int:
 def _format(stat: Stat | str | None, figures: int) -> str:
     if stat is None:
         return MISSING
-    if isinstance(stat, str):
-        return stat
+    if isinstance(stat, str):  # a label's setting stays whole: "β-VAE, β = 0.03" never ends a line at "="
+        return stat.replace(" = ", f"{NO_BREAK}={NO_BREAK}")
     return mean_std_cell(stat[0], stat[1], figures)
 
 
