@@ -21,7 +21,8 @@ RESULT_FILES = ("runs.csv", "runs.json", "summary.csv", "summary.json")
 # How the summary table heads the metrics and the usual axes (others keep their names from the sweep file).
 METRIC_LABELS = {"recon": "R", "kl": "KL (nats/point)", "loss": "loss", "mmd2": "MMD²", "energy": "energy distance",
                  "surface_distance": "distance to surface", "surface_distance_p90": "distance to surface (p90)",
-                 "coverage_distance": "coverage distance", "cell_coverage": "cells covered", "alpha": "α"}
+                 "coverage_distance": "coverage distance", "cell_coverage": "cells covered", "alpha": "α",
+                 "heldout_recon": "held-out R", "heldout_kl": "held-out KL (nats/point)"}
 AXIS_LABELS = {"beta": "β", "kappa": "κ", "delta": "δ", "lr": "learning rate"}
 
 
