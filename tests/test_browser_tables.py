@@ -15,9 +15,6 @@ from test_browser import DESKTOP, PAGE_TIMEOUT_MS, PHONE, book_url, browser_cont
 
 TABLE_PAGES = ["book/reproduce.html", "book/constrained.html", "book/kingma_welling.html",
                "book/comparison.html"]
-# The comparison's captions belong to the lead's chapter: its quality table's legend is glued there
-# (comparison.legend()) in a change of its own; until then its ranked table has no "Bold:" line.
-LEGEND_PENDING = {"book/comparison.html"}
 
 TABLE_FACTS_JS = r"""() => Array.from(document.querySelectorAll('main table')).map(table => {
   const heads = Array.from(table.querySelectorAll('thead th')).map(th => th.textContent.trim());
@@ -71,9 +68,7 @@ def test_no_number_in_a_table_is_broken_across_lines(tables):
     assert not problems, "numbers broken across two lines:\n" + "\n".join(problems)
 
 
-@pytest.mark.parametrize("page_name", [
-    pytest.param(page, marks=pytest.mark.xfail(reason="its caption does not glue comparison.legend() yet"))
-    if page in LEGEND_PENDING else page for page in TABLE_PAGES])
+@pytest.mark.parametrize("page_name", TABLE_PAGES)
 def test_each_ranked_column_marks_its_best_value_and_the_caption_says_so(tables, page_name):
     found = tables[page_name, DESKTOP["width"]]
     ranked = [t for t in found if t["ranked"]]
