@@ -1,10 +1,26 @@
-"""The book's figures: one style (sizes, a colour-blind-safe palette) and the plots chapters share."""
+"""The book's figures: one style (sizes, a colour-blind-safe palette) and the plots chapters share.
+
+How large a figure is shown (issue 20): a chapter's figure is a PNG image of DPI pixels per inch.
+On a desktop it is shown at its natural size, never larger (book/_static/book.css); on a phone it
+shrinks to the column, but never below the scale that keeps its smallest text MIN_TEXT_PX CSS
+pixels high: a wider figure scrolls sideways in its box instead (book/_ext/vaebook.py reads the
+figure's smallest text from the image, where ``figure_png`` records it). No figure's text is under
+MIN_FONT_PT, so a figure WIDTH inches wide fits a 390-px phone whole.
+"""
 from __future__ import annotations
 
+import binascii
+import io
+import struct
+import warnings
 from collections.abc import Mapping, Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.axis import Axis
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 import numpy as np
 import torch
 
@@ -14,15 +30,111 @@ from vaelib import _checks
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 VIEW_3D = {"elev": 25, "azim": -60}
 
+DPI = 100  # pixels per inch of the figures a chapter shows
+MIN_FONT_PT = 9  # the smallest text a figure of the book may have (a crowded panel's legend)
+MIN_TEXT_PX = 9  # CSS pixels: the smallest that text may be shown, on a phone too
+PHONE_COLUMN_PX = 342  # CSS pixels: the text column of a 390-px phone (tests/test_browser.py)
+# Inches: the widest figure that column shows whole with MIN_FONT_PT text at MIN_TEXT_PX:
+# 342 px * (MIN_FONT_PT * DPI / 72) / MIN_TEXT_PX = 475 px, with Jupyter's cropped margin.
+WIDTH = 4.6
+# The PNG text chunk in which ``figure_png`` records a figure's smallest text, in its own pixels.
+SMALLEST_TEXT_KEY = "vaelib:smallest-text-px"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 
 def use_book_style() -> None:
-    """Apply the book's matplotlib style (called by every chapter's first cell)."""
+    """Apply the book's matplotlib style (called by every chapter's first cell); in Jupyter, a
+    figure is shown as ``figure_png`` draws it."""
     matplotlib.rcParams.update({
-        "figure.dpi": 100, "savefig.dpi": 120, "figure.figsize": (6.4, 4.0),
+        "figure.dpi": DPI, "savefig.dpi": 120, "figure.figsize": (WIDTH, 3.6),
         "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10,
         "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
         "axes.prop_cycle": matplotlib.cycler(color=PALETTE), "figure.constrained_layout.use": True,
     })
+    _show_figures_as_book_pngs()
+
+
+def _drawn_texts(artist):
+    """The text artists of ``artist`` and its children that a drawing shows (visible, not empty,
+    not the ticks of an axis turned off)."""
+    if not artist.get_visible():
+        return
+    if isinstance(artist, Text) and artist.get_text().strip():
+        yield artist
+    hidden_axes = isinstance(artist, Axes) and not artist.axison
+    for child in artist.get_children():
+        if not (hidden_axes and isinstance(child, Axis)):
+            yield from _drawn_texts(child)
+
+
+def smallest_text_pt(fig) -> float | None:
+    """The font size in points of the smallest text the figure shows (None if it shows none);
+    tick labels count once the figure has been drawn (``figure_png`` draws it first)."""
+    sizes = [text.get_fontsize() for text in _drawn_texts(fig)]
+    return min(sizes) if sizes else None
+
+
+def figure_png(fig) -> bytes:
+    """The figure as a chapter shows it: a PNG at the figure's dpi, cropped to what it draws (as
+    Jupyter crops it), recording its smallest text in pixels under SMALLEST_TEXT_KEY. Warns when
+    that text is under MIN_FONT_PT, which a phone could not show MIN_TEXT_PX high."""
+    fig.draw_without_rendering()  # tick labels get their text when the figure is drawn
+    smallest = smallest_text_pt(fig)
+    metadata = {}
+    if smallest is not None:
+        if smallest < MIN_FONT_PT - 1e-9:
+            title = fig.get_suptitle() or next((ax.get_title() for ax in fig.axes if ax.get_title()), "untitled")
+            warnings.warn(f"the figure {title!r} has {smallest:g}-pt text, under the book's smallest "
+                          f"{MIN_FONT_PT} pt (vaelib.plots.MIN_FONT_PT), too small to read on a "
+                          f"phone: give it a fontsize of at least {MIN_FONT_PT}", stacklevel=2)
+        metadata[SMALLEST_TEXT_KEY] = f"{smallest * fig.dpi / 72:.2f}"
+    buffer = io.BytesIO()
+    fig.canvas.print_figure(buffer, format="png", dpi=fig.dpi, bbox_inches="tight",
+                            facecolor=fig.get_facecolor(), edgecolor=fig.get_edgecolor(), metadata=metadata)
+    return buffer.getvalue()
+
+
+def png_facts(data: bytes) -> tuple[int, int, float | None]:
+    """A PNG image's width and height in pixels and the smallest text in pixels that
+    ``figure_png`` recorded in it (None where it recorded none: the image was drawn otherwise)."""
+    if data[:8] != PNG_SIGNATURE:
+        raise ValueError("not a PNG image: its first bytes are not PNG's signature")
+    size, smallest, at = None, None, 8
+    while at + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        chunk = data[at + 8:at + 8 + length]
+        if kind == b"IHDR":
+            size = struct.unpack(">II", chunk[:8])
+        elif kind == b"tEXt" and chunk.partition(b"\0")[0] == SMALLEST_TEXT_KEY.encode("latin-1"):
+            smallest = float(chunk.partition(b"\0")[2])
+        elif kind == b"IEND":
+            break
+        at += 12 + length  # length, kind, data, checksum
+    if size is None:
+        raise ValueError("a PNG image without its header chunk (IHDR): the file is cut short or damaged")
+    return size[0], size[1], smallest
+
+
+def _png_for_jupyter(fig) -> str | None:
+    if not fig.axes and not fig.lines:  # an empty figure shows nothing, as in IPython
+        return None
+    return binascii.b2a_base64(figure_png(fig), newline=False).decode("ascii")
+
+
+def _show_figures_as_book_pngs() -> None:
+    """In IPython (a chapter's kernel), show figures and glued figures through ``figure_png``."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    try:  # Jupyter's inline backend sets IPython's figure formatters when it is first imported
+        import matplotlib_inline.backend_inline  # noqa: F401  (so import it first, then set ours)
+    except ImportError:
+        pass
+    shell.display_formatter.formatters["image/png"].for_type(Figure, _png_for_jupyter)
 
 
 def _np(t) -> np.ndarray:
@@ -156,7 +268,7 @@ def image_mosaic(images, shape: tuple[int, int], rows: int, title: str = "", ax=
         r, c = divmod(k, cols)
         canvas[gap + r * (h + gap): gap + r * (h + gap) + h, gap + c * (w + gap): gap + c * (w + gap) + w] = img
     if ax is None:
-        _, ax = plt.subplots(figsize=(min(0.45 * cols, 9.0), min(0.45 * rows, 9.0) + 0.4))
+        _, ax = plt.subplots(figsize=(min(0.45 * cols, WIDTH), min(0.45 * rows, 9.0) + 0.4))
     ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     ax.set_title(title)
@@ -216,8 +328,13 @@ def image_rows(rows: Mapping[str, object], shape: tuple[int, int], title: str = 
     """One labelled row of images per entry, e.g. {"clean": x, "noisy": x_noisy, "denoised": x_hat}.
 
     All rows should hold the same number of images, so that a column shows one example throughout.
+    The figure is the book's WIDTH wide, each row as tall as its images and their label.
     """
-    fig, axes = plt.subplots(len(rows), 1, figsize=(9.0, 1.05 * len(rows) + 0.4), squeeze=False)
+    per_row = max(len(_np(images).reshape(-1, shape[0] * shape[1])) for images in rows.values())
+    image_in = WIDTH * (shape[0] + 2) / (per_row * (shape[1] + 1) + 1)  # a row of image_mosaic
+    title_in = 0.25 * (title.count("\n") + 1) + 0.1 if title else 0.0
+    fig, axes = plt.subplots(len(rows), 1, figsize=(WIDTH, (image_in + 0.35) * len(rows) + title_in + 0.1),
+                             squeeze=False)
     for ax, (label, images) in zip(axes[:, 0], rows.items()):
         image_mosaic(images, shape, rows=1, ax=ax)
         ax.set_title(label, loc="left", fontsize=10)
@@ -241,7 +358,7 @@ def filter_mosaic(weights, shape: tuple[int, int], rows: int, title: str = "", a
         r, c = divmod(k, cols)
         canvas[gap + r * (h + gap): gap + r * (h + gap) + h, gap + c * (wd + gap): gap + c * (wd + gap) + wd] = img
     if ax is None:
-        _, ax = plt.subplots(figsize=(min(0.45 * cols, 9.0), min(0.45 * rows, 9.0) + 0.4))
+        _, ax = plt.subplots(figsize=(min(0.45 * cols, WIDTH), min(0.45 * rows, 9.0) + 0.4))
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.6")
     ax.imshow(canvas, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
     ax.axis("off")
@@ -290,10 +407,12 @@ def labelled_mosaic(images, shape: tuple[int, int], column_labels: Sequence, *, 
 
 def codes_against_prior(codes: Mapping[str, object], prior, title: str = ""):
     """One panel per named set of 2-D codes (an aggregate posterior), drawn over draws from the
-    prior in grey, each panel with its own limits, equal aspect and a legend."""
+    prior in grey, each panel with its own limits, equal aspect and a legend; the panels one
+    below the other, the book's WIDTH wide."""
     prior = _np(prior)
-    fig, axes = plt.subplots(1, len(codes), figsize=(2.9 * len(codes), 3.4), squeeze=False)
-    for i, (ax, (name, z)) in enumerate(zip(axes[0], codes.items())):
+    fig, axes = plt.subplots(len(codes), 1, figsize=(WIDTH, 3.0 * len(codes) + (0.4 if title else 0.0)),
+                             squeeze=False)
+    for i, (ax, (name, z)) in enumerate(zip(axes[:, 0], codes.items())):
         z = _np(z)
         ax.scatter(prior[:, 0], prior[:, 1], s=3, color="0.65", alpha=0.5, linewidths=0, label="prior N(0, I)")
         ax.scatter(z[:, 0], z[:, 1], s=3, color=PALETTE[i % len(PALETTE)], alpha=0.6, linewidths=0, label=name)
@@ -330,7 +449,7 @@ def radial_profiles(clouds: Mapping[str, object], surface=None, r_max: float | N
     for ax in axes[:, 0]:
         ax.set_ylabel("z")
     if surface is not None:
-        axes.flat[0].legend(loc="lower left", fontsize=8)
+        axes.flat[0].legend(loc="lower left", fontsize=MIN_FONT_PT)
     if title:
         fig.suptitle(title)
     return fig
