@@ -1,15 +1,19 @@
 """The book's own Sphinx extension (loaded by _config.yml, `sphinx: local_extensions`).
 
-Three small jobs, each a fix or a feature that no configuration value provides:
+Small jobs, each a fix or a feature that no configuration value provides:
 - keep the theme's menu button working (``_keep_one_menu_button``);
 - label the bibliography by author and year, as the text cites (``AuthorYearLabelStyle``);
 - serve plotly.js from the book's own ``_static`` to the pages that show an interactive figure,
   fetched by book.js, with the figure's own script, when a figure nears the screen
   (``_plot_when_reached``), never in <head>; images load when reached (``_images_when_reached``);
+- show each chapter's figure at its natural size at most, and on a phone never so small that its
+  smallest text is under vaelib.plots.MIN_TEXT_PX: wider, it scrolls in its box; a tap or click
+  opens it alone, at full size (``_figures_at_their_size``);
 - leave out the theme's fontawesome.js (``_without_fontawesome_script``).
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -23,6 +27,7 @@ from sphinxcontrib.bibtex.style.referencing import PersonStyle
 from sphinxcontrib.bibtex.style.template import join, year
 
 from vaelib.interactive import PLOTLYJS_ENV, plotlyjs_path
+from vaelib.plots import MIN_TEXT_PX, png_facts
 
 PLOTLYJS_STATIC = "plotly/plotly.min.js"  # under the built book's _static
 PLOTLY_FIGURE_MARKER = 'class="plotly-graph-div"'
@@ -33,6 +38,8 @@ FIGURE_SCRIPT = re.compile(r"<script[^>]*>((?:(?!</script>).)*?Plotly\.newPlot\(
 FIGURE_ID = re.compile(r'getElementById\("([\w-]+)"\)')
 FIGURE_SCRIPTS = "figures"  # under the built book's _static: each 3-D figure's script, by element id
 IMG_TAG = re.compile(r"<img (?![^>]*\bloading=)")
+IMG_ELEMENT = re.compile(r"<img\b[^>]*>")
+IMG_SRC = re.compile(r'\bsrc="([^"]+)"')
 # pydata-sphinx-theme's template that puts fontawesome.js (1.5 MB) in every page's <head>.
 THEME_MACROS = "static/webpack-macros.html"
 FONTAWESOME_SCRIPT = re.compile(r'\s*<script defer src="[^"]*_static/scripts/fontawesome\.js[^"]*"></script>')
@@ -124,6 +131,36 @@ def _images_when_reached(app, pagename, templatename, context, doctree) -> None:
         context["body"] = IMG_TAG.sub('<img loading="lazy" ', context["body"])
 
 
+def _figures_at_their_size(app, pagename, templatename, context, doctree) -> None:
+    """Each figure a chapter drew (a PNG that vaelib.plots.figure_png wrote, with its smallest
+    text recorded) gets its natural size as width and height, which book.css makes its largest
+    size (never scaled up, never blurred) and which keeps its place while it loads; and a
+    min-width at which its smallest text is still MIN_TEXT_PX CSS pixels high. On a phone a figure
+    that cannot shrink to the column scrolls sideways in its box (a link that opens it alone, at
+    full size, for a closer look). Other images are left as they are."""
+    body = context.get("body", "")
+    if "<img" not in body:
+        return
+    sources = {unique: Path(app.srcdir, path) for path, (_, unique) in app.env.images.items()}
+
+    def sized(match: re.Match) -> str:
+        img = match.group(0)
+        src = IMG_SRC.search(img)
+        source = sources.get(Path(src.group(1)).name) if src else None
+        if source is None or source.suffix.lower() != ".png" or not source.is_file():
+            return img
+        width, height, smallest = png_facts(source.read_bytes())
+        if smallest is None:
+            return img
+        min_width = min(width, math.ceil(width * MIN_TEXT_PX / smallest))
+        attributes = (f' width="{width}" height="{height}" data-smallest-text-px="{smallest:g}"'
+                      f' style="min-width: {min_width}px"')
+        return (f'<a class="vaebook-figure" href="{src.group(1)}" title="Open the figure alone, at full size">'
+                f'{img[:-1].rstrip("/ ")}{attributes} /></a>')
+
+    context["body"] = IMG_ELEMENT.sub(sized, body)
+
+
 def _without_fontawesome_script(app, config) -> None:
     """Serve the theme's head macros without fontawesome.js, the 1.5 MB script that turns each
     <i class="fa-..."> into an inline SVG. The theme's stylesheet already draws the same icons
@@ -163,6 +200,7 @@ def setup(app):
     app.connect("config-inited", _mark_book_build)
     app.connect("html-page-context", _plot_when_reached)
     app.connect("html-page-context", _images_when_reached)
+    app.connect("html-page-context", _figures_at_their_size)
     app.connect("config-inited", _without_fontawesome_script)
     app.connect("build-finished", _copy_plotlyjs)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
