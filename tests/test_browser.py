@@ -8,8 +8,10 @@ in turn, and the tests read what the visits recorded. A screenshot of the autoen
 saved next to the HTML folder (_build/_build/screenshots/ for `python3 tasks.py test`).
 
 The second half looks at the book as a reader does on a desktop (1400 px) and on a phone (390 px):
-the menu button opens the chapter menu; no equation or figure is wider than its column; figures
-are shown large enough to read, with numbered captions and alt text; hide-input cells start
+the menu button opens the chapter menu; no equation or figure is wider than its column (a figure
+wider than a phone scrolls in its own box); a figure's smallest text is at least 9 CSS px on a
+phone and no figure is scaled up beyond its natural size on a desktop; figures have numbered
+captions and alt text; hide-input cells start
 collapsed; no inline formula or printed output is cut off; on a phone, controls are big enough to
 tap, wide tables keep their first column in view, and a swipe over a 3-D figure scrolls the page
 until the reader taps it; an interactive 3-D figure renders and turns when dragged; the first text
@@ -32,6 +34,8 @@ from urllib.parse import unquote, urldefrag, urlparse
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError, sync_playwright
+
+from vaelib import plots
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -306,10 +310,7 @@ def test_chapter_notebooks_can_be_downloaded(reports, browser_context):
 # opened once per width; screenshots of the pages in SCREENSHOT_PAGES are written next to the others.
 
 DESKTOP, PHONE = {"width": 1400, "height": 900}, {"width": 390, "height": 844}
-SCREENSHOT_PAGES = ["book/intro.html", "book/vae.html", "book/constrained.html", "book/reproduce.html"]
-# The book's figures are drawn at 100 dpi with 10-11 pt text (vaelib.plots.use_book_style), about
-# 14-15 px at their natural size. Shown at 70% of it or more, their smallest text stays 10 px high.
-MIN_FIGURE_SCALE = 0.7
+SCREENSHOT_PAGES = ["book/intro.html", "book/vae.html", "book/comparison.html", "book/reproduce.html"]
 # A filename, or text that only names the file, is not alt text.
 FILE_LIKE_ALT = re.compile(r"(^|/)[\w.-]+\.(png|jpe?g|svg|gif|webp)$", re.IGNORECASE)
 
@@ -328,11 +329,19 @@ LAYOUT_FACTS_JS = """() => {
     beyond: el.getBoundingClientRect().right - limit(el), scrolls: getComputedStyle(el).overflowX}));
   const figureOf = el => el.closest('figure');
   const numbered = el => !!figureOf(el)?.querySelector('figcaption .caption-number');
+  // A box between the element and the article that scrolls sideways (a figure wider than a phone).
+  const scrollBox = el => {
+    for (let box = el.parentElement; box && box !== article; box = box.parentElement) {
+      if (['auto', 'scroll'].includes(getComputedStyle(box).overflowX)) return box;
+    }
+    return null;
+  };
   const images = Array.from(article.querySelectorAll('img')).map(img => ({
     where: label(img), src: (img.getAttribute('src') || '').split('/').pop(), alt: img.getAttribute('alt') || '',
     natural: img.naturalWidth, shown: img.getBoundingClientRect().width,
     beyond: img.getBoundingClientRect().right - limit(img), numbered: numbered(img),
-    in_output: !!img.closest('.cell_output')}));
+    in_output: !!img.closest('.cell_output'),
+    box_beyond: scrollBox(img) ? scrollBox(img).getBoundingClientRect().right - limit(img) : null}));
   const plots = Array.from(article.querySelectorAll('.plotly-graph-div')).map(div => ({
     where: label(div), alt: div.closest('[aria-label]')?.getAttribute('aria-label') || '',
     beyond: div.getBoundingClientRect().right - limit(div), numbered: numbered(div)}));
@@ -362,7 +371,8 @@ LAYOUT_FACTS_JS = """() => {
   const visible = el => el.checkVisibility() && el.getBoundingClientRect().width > 0;
   const size = el => el.getBoundingClientRect();
   const targets = Array.from(document.querySelectorAll(
-      '.bd-header-article button, .bd-header-article a.btn, button.toggle-button, details.hide > summary'))
+      '.bd-header-article button, .bd-header-article a.btn, button.toggle-button, details.hide > summary, ' +
+      'button.copybtn'))
     .filter(visible).map(el => ({what: el.getAttribute('aria-label') || el.title || el.className || el.tagName,
                                  width: Math.round(size(el).width), height: Math.round(size(el).height)}));
   const fullscreen = Array.from(document.querySelectorAll('.btn-fullscreen-button')).filter(visible).length;
@@ -405,6 +415,7 @@ def _layouts(browser_context, book_url, pages, viewport, screenshots: Path) -> d
             if page_name in SCREENSHOT_PAGES:
                 screenshots.mkdir(parents=True, exist_ok=True)
                 target = screenshots / f"{Path(page_name).stem}-{viewport['width']}px.png"
+                page.screenshot(path=str(target.with_suffix(".top.png")))
                 page.screenshot(path=str(target), full_page=True)
                 print(f"\nscreenshot of {page_name} at {viewport['width']} px: {target}")
             page.close()
@@ -505,9 +516,12 @@ MIN_TAP_TARGET_PX = 40
 
 
 def test_controls_are_easy_to_tap_and_captions_easy_to_read_on_a_phone(desktop, phone):
-    """On a phone the header's icons, the cells' show/hide toggles and the solutions' buttons are at
-    least 40 px each way, and there is no fullscreen button; captions are at the text's weight."""
+    """On a phone the header's icons, the cells' show/hide toggles, the solutions' buttons and the
+    code cells' copy buttons are at least 40 px each way, and there is no fullscreen button;
+    captions are at the text's weight."""
     assert any(f.facts["targets"] for f in phone.values()), "no header button found: did the theme change?"
+    assert any("copybtn" in t["what"] for f in phone.values() for t in f.facts["targets"]), (
+        "no copy button of a code cell found: did sphinx-copybutton change?")
     problems = _layout_problems(phone, lambda f: (
         [f"{t['what']!r} is {t['width']} x {t['height']} px, under {MIN_TAP_TARGET_PX} px"
          for t in f["targets"] if min(t["width"], t["height"]) < MIN_TAP_TARGET_PX]
@@ -528,13 +542,43 @@ def test_a_table_wider_than_a_phone_keeps_its_first_column_in_view(phone):
     assert not problems, "\n".join(problems)
 
 
-def test_figures_are_shown_large_enough_to_read_at_1400px(desktop):
-    """A multi-panel figure squeezed into the column makes its text a few pixels high: stack its
-    panels, draw it smaller at the book's font sizes, or tag its cell full-width."""
-    problems = _layout_problems(desktop, lambda f: [
-        f"figure {i['src']} is shown at {i['shown'] / i['natural']:.0%} of its size "
-        f"({i['shown']:.0f} of {i['natural']} px): its text is too small to read"
-        for i in f["images"] if i["in_output"] and i["natural"] and i["shown"] / i["natural"] < MIN_FIGURE_SCALE])
+def test_figure_text_is_readable_on_a_phone_and_no_figure_is_scaled_up_on_a_desktop(desktop, phone,
+                                                                                     built_book):
+    """At 390 px a figure's smallest text is at least 9 CSS px high: its shown scale times that
+    text's height in the image's own pixels, which vaelib.plots.figure_png records in the PNG (a
+    figure drawn otherwise is reported). Where the column is too narrow for that, the figure
+    scrolls sideways in its own box, which stays within the column. At 1400 px no figure is shown
+    larger than its natural size (scaled up, a PNG blurs)."""
+    smallest = {}
+
+    def smallest_text_px(src: str) -> float | None:
+        if src not in smallest:
+            smallest[src] = plots.png_facts((built_book / "_images" / src).read_bytes())[2]
+        return smallest[src]
+
+    def readable(f) -> list[str]:
+        problems = []
+        for i in (i for i in f["images"] if i["natural"]):
+            text = smallest_text_px(i["src"])
+            if text is None:
+                problems.append(f"figure {i['src']} records no smallest text: draw it with vaelib.plots "
+                                "(a chapter's figures are shown through plots.figure_png)")
+            elif i["shown"] / i["natural"] * text < plots.MIN_TEXT_PX - 0.05:
+                problems.append(f"figure {i['src']} is shown at {i['shown']:.0f} of its {i['natural']} px: its "
+                                f"smallest text is {i['shown'] / i['natural'] * text:.1f} CSS px, under "
+                                f"{plots.MIN_TEXT_PX}")
+            if i["beyond"] > 1 and (i["box_beyond"] is None or i["box_beyond"] > 1):
+                problems.append(f"figure {i['src']} reaches {i['beyond']:.0f} px beyond the column, "
+                                "outside a box that scrolls")
+        return problems
+
+    problems = _layout_problems(phone, readable)
+    problems += _layout_problems(desktop, lambda f: [
+        f"figure {i['src']} is scaled up to {i['shown'] / i['natural']:.2f} times its size "
+        f"({i['shown']:.0f} px shown, {i['natural']} px drawn)"
+        for i in f["images"] if i["natural"] and i["shown"] > i["natural"] + 0.5])
+    shown = [i for layout in phone.values() for i in layout.facts["images"] if i["natural"]]
+    assert len(shown) >= 10, f"only {len(shown)} figures found on the phone: the check has little to look at"
     assert not problems, "\n".join(problems)
 
 
@@ -604,7 +648,8 @@ def test_an_interactive_figure_renders_and_turns_when_dragged(desktop, browser_c
 def test_a_swipe_over_a_3d_figure_scrolls_the_page_until_the_reader_taps_it(desktop, browser_context, book_url):
     """On a touch screen a 3-D figure nearly as tall as the screen took every swipe (plotly turns the
     scene), so the page could not be scrolled past it. A vertical swipe over it now scrolls the page;
-    a tap hands the figure its touches. Its title is clear of plotly's toolbar."""
+    a tap hands the figure its touches. Its title is clear of plotly's toolbar, and its "tap" label
+    of the theme's "Back to top" button."""
     pages = [page for page, layout in desktop.items() if layout.facts["plots"]]
     assert pages, "no page shows an interactive 3-D figure"
     context = browser_context.browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
@@ -632,6 +677,16 @@ def test_a_swipe_over_a_3d_figure_scrolls_the_page_until_the_reader_taps_it(desk
         page.wait_for_timeout(300)
         scrolled = page.evaluate("() => window.scrollY") - before
         assert scrolled > 100, f"a 200 px swipe over the 3-D figure on {pages[0]} scrolled the page {scrolled:.0f} px"
+        # The theme's "Back to top" button, fixed on the screen, stays clear of the shield's label at
+        # every scroll position: their left-to-right extents do not meet.
+        label = page.locator(".vaelib-plotly-3d .vaebook-touch-shield span").first.bounding_box()
+        page.evaluate("() => { document.getElementById('pst-back-to-top').style.display = 'block'; }")
+        back = page.locator("#pst-back-to-top").bounding_box()
+        assert label and back, "no touch label or no 'Back to top' button: did the theme or book.js change?"
+        assert (back["x"] >= label["x"] + label["width"] or back["x"] + back["width"] <= label["x"]), (
+            f"the 'Back to top' button {back} can cover the 3-D figure's touch label {label}")
+        assert min(back["width"], back["height"]) >= MIN_TAP_TARGET_PX, f"the 'Back to top' button is {back}"
+        page.evaluate("() => { document.getElementById('pst-back-to-top').style.display = 'none'; }")
         shield = page.locator(".vaelib-plotly-3d .vaebook-touch-shield").first
         shield.tap()
         assert page.locator(".vaelib-plotly-3d .vaebook-touch-shield").count() < len(
