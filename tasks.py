@@ -179,13 +179,21 @@ class BookBuild:
 # Run in each chapter's kernel before its first cell (IPython's exec_files): after every cell, the
 # top-level names of the modules imported so far are written to a file, so that the book can tell
 # which of vaelib's extras a chapter needs (book/_ext/takeaway.py). Nothing shows in the notebook.
+# It also marks rfc3987_syntax as absent: JupyterLab's jupyter-events installs it for jsonschema's
+# optional IRI format check, and it compiles 38 grammars when imported, which jsonschema does when
+# a chapter's first myst_nb.glue imports nbformat: 2.8 s of every chapter's execution (as much in a
+# reader's Jupyter, once per kernel). jsonschema skips that check when the module cannot be
+# imported, and nothing a chapter does validates an IRI.
 IMPORTS_RECORDER = """\
+import sys
+sys.modules.setdefault("rfc3987_syntax", None)
 def _vaebook_record_imports(*_, _path={path!r}):
     import sys
     with open(_path, "w") as file:
-        file.write("\\n".join(sorted({{name.partition(".")[0] for name in list(sys.modules)}})))
+        names = {{name.partition(".")[0] for name, module in list(sys.modules.items()) if module is not None}}
+        file.write("\\n".join(sorted(names)))
 get_ipython().events.register("post_run_cell", _vaebook_record_imports)
-del _vaebook_record_imports
+del _vaebook_record_imports, sys
 """
 
 

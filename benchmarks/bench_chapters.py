@@ -26,6 +26,7 @@ import os
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -60,17 +61,22 @@ def kernel_cpu_seconds() -> float:
 
 
 def execute(notebook_path: Path, mode: str) -> dict:
-    """Execute one notebook in a fresh kernel; return wall and CPU seconds and the slowest cell."""
+    """Execute one notebook in a fresh kernel, with the build's prelude (``tasks.IMPORTS_RECORDER``);
+    return wall and CPU seconds and the slowest cell."""
     notebook = nbformat.read(notebook_path, as_version=4)
-    client = NotebookClient(notebook, timeout=CELL_TIMEOUT_SECONDS, kernel_name="python3",
-                            resources={"metadata": {"path": str(notebook_path.parent)}}, record_timing=True)
-    cpu_before, start = kernel_cpu_seconds(), time.perf_counter()
-    try:
-        client.execute(env=environment(mode))
-        failed = ""
-    except CellExecutionError as error:  # timed up to the failing cell; the table marks it
-        failed = str(error).strip().splitlines()[-1]
-    wall = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="bench-chapters-") as scratch:
+        prelude = Path(scratch) / "prelude.py"  # what the build runs in each chapter's kernel first
+        prelude.write_text(tasks.IMPORTS_RECORDER.format(path=str(Path(scratch) / "imported.txt")))
+        client = NotebookClient(notebook, timeout=CELL_TIMEOUT_SECONDS, kernel_name="python3",
+                                resources={"metadata": {"path": str(notebook_path.parent)}}, record_timing=True,
+                                extra_arguments=[f"--IPKernelApp.exec_files={prelude}"])
+        cpu_before, start = kernel_cpu_seconds(), time.perf_counter()
+        try:
+            client.execute(env=environment(mode))
+            failed = ""
+        except CellExecutionError as error:  # timed up to the failing cell; the table marks it
+            failed = str(error).strip().splitlines()[-1]
+        wall = time.perf_counter() - start
     return {"wall": wall, "cpu": kernel_cpu_seconds() - cpu_before, "slowest": slowest_cell(notebook),
             "failed": failed}
 
