@@ -63,8 +63,9 @@ def test_the_pdf_has_the_figures_the_equations_and_the_tables(book_pdf, pdf_text
     figures = len(re.findall(r"<img ", html))
     assert images >= figures * 0.9, f"{images} images in the PDF for {figures} on the page"
     # tasks.pdf refuses to print while a formula is untypeset or MathJax reports an error; the text
-    # holds no TeX source either.
-    assert not re.search(r"\\(frac|mathbf|mathcal|begin\{|sum_|left)|\$\$", pdf_text), "raw TeX in the PDF"
+    # holds no TeX source either (a code cell's Python string "\\mathcal" is code, not a formula).
+    untypeset = re.search(r"(?<!\\)\\(frac|mathbf|mathcal|begin\{|sum_|left)|\$\$", pdf_text)
+    assert not untypeset, f"raw TeX in the PDF: ...{pdf_text[max(0, untypeset.start() - 80):untypeset.end() + 40]}..."
     # The chapter map, a table of the introduction, with its header and one row's text.
     assert _words("What you take away") in pdf_text and _words("the reconstruction error") in pdf_text
     assert len(book_pdf.pages) > 50, json.dumps({"pages": len(book_pdf.pages)})
