@@ -3,7 +3,8 @@
 
     python3 tasks.py --help           # every command, one line each
     python3 tasks.py book             # set up .venv, execute the chapters that changed, build the HTML
-    python3 tasks.py test             # set up .venv, run the whole test suite (library, chapters, built book)
+    python3 tasks.py test             # set up .venv, run the whole test suite (library, chapters, built book),
+                                      # on one pytest-xdist worker per core
     python3 tasks.py chapter NAME     # execute one chapter (e.g. vae, or a notebook's path) as the build does
     python3 tasks.py lab              # open the chapters in JupyterLab, with .venv as their kernel
     python3 tasks.py pdf              # the whole book as one PDF (_build/vaebook.pdf), offline
@@ -210,6 +211,14 @@ class Execution:
     imported: list[str]
 
 
+def prepare_kernel_environment() -> None:
+    """What the chapters' kernels inherit from this process: the setting the book's extension makes
+    (pages load plotly.js themselves), and no MPLBACKEND: set to Agg, as a shell or a command run
+    in-process may leave it, it would stop the kernels' inline figures, and the pages would lose them."""
+    os.environ["VAELIB_PLOTLYJS"] = "page"
+    os.environ.pop("MPLBACKEND", None)
+
+
 def _execute(path: str, timeout: int) -> Execution:
     """Run one chapter as myst-nb's cache mode runs it (in its folder, _config.yml's timeout per
     cell, errors not allowed), recording what its kernel imports; in a worker process of
@@ -256,8 +265,7 @@ def execute_uncached_chapters(output: Path = BUILD_DIR, root: Path = ROOT) -> No
         return
     workers = min(len(pending), os.cpu_count() or 1)
     print(f"executing {len(pending)} chapters, {workers} at a time", flush=True)
-    # What the book's extension sets for the kernels it starts: pages load plotly.js themselves.
-    os.environ["VAELIB_PLOTLYJS"] = "page"
+    prepare_kernel_environment()
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for execution in pool.map(_execute, pending, [timeout] * len(pending)):
             name = Path(execution.path).relative_to(root)
@@ -325,7 +333,7 @@ def chapter(name: str, output: Path = BUILD_DIR, root: Path = ROOT) -> int:
     if is_chapter:
         clear_cache_if_library_changed(output, root)
     timeout = yaml.safe_load((root / "_config.yml").read_text())["execute"]["timeout"]
-    os.environ["VAELIB_PLOTLYJS"] = "page"  # as the book build sets it for its kernels
+    prepare_kernel_environment()  # as the book build sets it for its kernels
     print(f"executing {label}.ipynb ...", flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     execution = _execute(str(path), timeout)
@@ -360,6 +368,16 @@ def build_book(output: Path = BUILD_DIR, root: Path = ROOT, builder: str = "html
     them with ``chapter_problems``. Its output is printed as it comes and kept in the result.
     ``builder="singlehtml"`` builds the whole book as one page (for the PDF), from the same cache.
     """
+    from filelock import FileLock
+
+    output.mkdir(parents=True, exist_ok=True)
+    # Two builds into one folder would share its doctrees and its execution cache: the second waits.
+    with FileLock(output / ".build.lock"):
+        return _build_book(output, root, builder)
+
+
+def _build_book(output: Path, root: Path, builder: str) -> BookBuild:
+    prepare_kernel_environment()  # the build executes a chapter that failed before (to report it)
     clear_cache_if_library_changed(output, root)
     execute_uncached_chapters(output, root)
     # myst-nb writes reports/<chapter>.err.log for a chapter that fails; one from an earlier build
@@ -679,7 +697,19 @@ def main(argv: list[str]) -> int:
         ensure_chromium()
         return pdf()
     ensure_chromium()
-    return subprocess.run([str(PYTHON), "-m", "pytest", "tests"], cwd=ROOT).returncode
+    return subprocess.run([str(PYTHON), "-m", "pytest", *test_workers(), "tests"], cwd=ROOT).returncode
+
+
+def test_workers() -> list[str]:
+    """pytest-xdist's arguments: one worker per core, each test file whole on one worker (its module
+    fixtures, such as the browser's page reports, are set up once). The book is built once for all
+    workers (tests/conftest.py); the files that need it are collected last, so that the other
+    worker runs the rest meanwhile."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return ["-n", str(cores), "--dist", "loadfile"] if cores > 1 else []
 
 
 if __name__ == "__main__":

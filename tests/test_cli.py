@@ -313,3 +313,16 @@ def test_a_model_that_cannot_fit_is_refused_before_it_is_built(files, capsys):
     message = capsys.readouterr().err
     assert status == 2 and message.count("\n") == 1 and "needs about" in message and "--latent-dim" in message
     assert not (files / "big.ckpt").exists()
+
+
+def test_the_command_line_called_in_process_leaves_the_environment_as_it_found_it(tmp_path, monkeypatch):
+    """``main`` run inside a caller (a test, a Jupyter kernel) sets nothing in os.environ: whatever the
+    caller starts later inherits it. MPLBACKEND=Agg left by one in-process command once cost the book
+    build, started later from the same pytest worker, every inline figure. ``python -m vaelib`` sets
+    it for its own process (vaelib/__main__.py)."""
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    before = dict(os.environ)
+    status = main(["reproduce", "--out", str(tmp_path / "out"), "--runs", "1", "--epochs", "1", "--n-points", "200",
+                   "--no-progress"])
+    assert status == 0 and (tmp_path / "out" / "figure1.png").is_file()
+    assert dict(os.environ) == before

@@ -180,3 +180,19 @@ def test_lab_serves_the_book_with_its_kernel_and_stops_cleanly(tmp_path):
         for line in _processes_mentioning(f"kernel-{kernel_id}.json") if kernel_id else []:
             os.kill(int(line.split(":")[0]), signal.SIGKILL)
         lab.wait(timeout=30)
+
+
+def test_chapter_kernels_show_inline_figures_whatever_mplbackend_says(tmp_path, monkeypatch):
+    """A shell (or a command run in-process) may leave MPLBACKEND=Agg; the chapters' kernels must
+    still show their figures inline, or the built pages lose them."""
+    notebook = tmp_path / "plot.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(
+        cells=[new_code_cell("import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0])")],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}), notebook)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("VAELIB_PLOTLYJS", "page")  # restored afterwards, like MPLBACKEND
+    tasks.prepare_kernel_environment()
+    execution = tasks._execute(str(notebook), timeout=120)
+    assert execution.error is None, execution.error
+    outputs = execution.notebook.cells[0].outputs
+    assert any("image/png" in output.get("data", {}) for output in outputs), outputs

@@ -104,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
 
     Nothing heavy is imported to parse: ``--help`` answers without torch or matplotlib (the
     commands import what they need in ``run``; the help's lists come from ``_catalogue``)."""
-    os.environ["MPLBACKEND"] = "Agg"  # figures go to files, no display needed; read when matplotlib loads
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
