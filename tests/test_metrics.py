@@ -370,3 +370,39 @@ def test_mean_std_is_exact_near_the_largest_float_and_refuses_what_is_not_a_numb
     assert mean_std([1e308, -1e308])["std"] == pytest.approx(math.sqrt(2) * 1e308)
     with pytest.raises(ValueError, match="not finite"):
         mean_std([1.0, float("nan")])
+
+
+# ------------------------------------------------------------------------------------------------
+# ReferenceSums: the data's own pair sums computed once for many clouds scored against it
+
+def test_shared_reference_sums_give_the_same_numbers_and_are_computed_once(monkeypatch):
+    from vaelib.metrics import _pairs
+
+    data = cosine_surface(300, seed=10)
+    clouds = [cosine_surface(310, seed=11), cosine_surface(250, seed=12) * 1.1, torch.randn(280, 3)]
+    alone = [metrics.cosine_sample_quality(cloud, data, bandwidth=0.8) for cloud in clouds]
+    energies = [metrics.energy_distance(cloud, data) for cloud in clouds]
+    mmds = [metrics.mmd2(cloud, data, bandwidth=0.8) for cloud in clouds]
+
+    own_sums = []
+    original = _pairs.pair_sums
+    monkeypatch.setattr(_pairs, "pair_sums", lambda a, b, *args, same: (
+        own_sums.append(len(a)) if same and a is b and len(a) == len(data) else None) or original(a, b, *args, same=same))
+    shared = metrics.ReferenceSums()
+    assert [metrics.cosine_sample_quality(cloud, data, bandwidth=0.8, reference_sums=shared) for cloud in clouds] == alone
+    assert [metrics.energy_distance(cloud, data, reference_sums=shared) for cloud in clouds] == energies
+    assert [metrics.mmd2(cloud, data, bandwidth=0.8, reference_sums=shared) for cloud in clouds] == mmds
+    # once per kind of sum (kernel and distance together, distance alone, kernel alone), not per cloud
+    assert len(own_sums) == 3
+
+
+def test_reference_sums_of_other_data_are_never_reused():
+    first, second = cosine_surface(200, seed=20), cosine_surface(200, seed=21)
+    cloud = cosine_surface(200, seed=22)
+    shared = metrics.ReferenceSums()
+    assert metrics.energy_distance(cloud, first, reference_sums=shared) == metrics.energy_distance(cloud, first)
+    assert metrics.energy_distance(cloud, second, reference_sums=shared) == metrics.energy_distance(cloud, second)
+    # the same data subsampled differently (another seed) is other data too
+    subsampled = [metrics.mmd2(cloud, first, bandwidth=0.5, max_points=150, seed=s, reference_sums=shared)
+                  for s in (0, 1, 0)]
+    assert subsampled == [metrics.mmd2(cloud, first, bandwidth=0.5, max_points=150, seed=s) for s in (0, 1, 0)]

@@ -45,7 +45,7 @@ from vaelib.claims import SeedSummary, separation
 from vaelib.data import cosine_surface
 from vaelib.engine import fit_batched
 from vaelib.evaluation import reconstruction_and_kl
-from vaelib.metrics import NoiseLevel, cosine_sample_quality, energy_distance, median_bandwidth
+from vaelib.metrics import NoiseLevel, ReferenceSums, cosine_sample_quality, energy_distance, median_bandwidth
 from vaelib.models import VAE
 from vaelib.objectives import ELBO, GECO, ConstrainedObjective, KLConstrained, KoLagrangian, Objective, SigmaVAE
 from vaelib.seeding import seed_everything
@@ -206,16 +206,19 @@ def evaluate(config: ComparisonConfig, runs: Sequence[Run]) -> list[dict]:
     release the GIL."""
     x, fresh = training_data(config), fresh_data(config)
     bandwidth = median_bandwidth(fresh)
+    shared = ReferenceSums()  # the fresh data's own pair sums, computed once for every run
 
     def score(run: Run) -> dict:
         with threads.limited(1):
             samples = run.model.sample(config.n_quality, generator=torch.Generator().manual_seed(run.seed))
             if run.selection:
                 fit = dict.fromkeys(("recon_sampled", "recon_mean", "kl"), math.nan)
-                quality = {**dict.fromkeys(QUALITY, math.nan), "energy": energy_distance(samples, fresh)}
+                quality = {**dict.fromkeys(QUALITY, math.nan),
+                           "energy": energy_distance(samples, fresh, reference_sums=shared)}
             else:
                 fit = reconstruction_and_kl(run.model, x, seed=run.seed)
-                quality = cosine_sample_quality(samples, fresh, seed=run.seed, bandwidth=bandwidth)
+                quality = cosine_sample_quality(samples, fresh, seed=run.seed, bandwidth=bandwidth,
+                                                reference_sums=shared)
         alpha = run.objective.alpha.item() if isinstance(run.objective, ConstrainedObjective) else math.nan
         return {"method": run.setting.method, "value": run.setting.value, "label": run.setting.label,
                 "seed": run.seed, "selection": run.selection, "recon": fit["recon_sampled"],
@@ -266,8 +269,10 @@ def noise_levels(config: ComparisonConfig, repeats: int = 5) -> dict[str, NoiseL
     count and kernel (every metric of a draw computed in one ``cosine_sample_quality`` call)."""
     fresh = fresh_data(config)
     bandwidth = median_bandwidth(fresh)
+    shared = ReferenceSums()
     with threads.limited():
-        scores = [cosine_sample_quality(fresh_data(config, offset=1 + r), fresh, seed=0, bandwidth=bandwidth)
+        scores = [cosine_sample_quality(fresh_data(config, offset=1 + r), fresh, seed=0, bandwidth=bandwidth,
+                                        reference_sums=shared)
                   for r in range(repeats)]
     levels = {}
     for key in QUALITY:

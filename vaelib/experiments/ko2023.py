@@ -48,7 +48,7 @@ from vaelib.data import COSINE_HALF_WIDTH, COSINE_NOISE, cosine_surface
 from vaelib.engine import fit_batched
 from vaelib.claims import mean_std
 from vaelib.evaluation import reconstruction_and_kl
-from vaelib.metrics import BETTER, cosine_sample_quality, median_bandwidth
+from vaelib.metrics import BETTER, ReferenceSums, cosine_sample_quality, median_bandwidth
 from vaelib.models import VAE
 from vaelib.nn import ACTIVATIONS
 from vaelib.objectives import ALPHA_RULES, ELBO, KL_REDUCTIONS, KoLagrangian, Objective
@@ -350,10 +350,10 @@ def figure1_quality(config: Ko2023Config, samples: Mapping[str, torch.Tensor]) -
                            half_width=config.half_width)
     reference = cosine_surface(QUALITY_POINTS, noise=config.noise, seed=config.seed + FRESH_DATA_SEED + 1,
                                half_width=config.half_width)
-    bandwidth = median_bandwidth(fresh)
+    bandwidth, shared = median_bandwidth(fresh), ReferenceSums()
     clouds = {"data": reference, **samples}
     return {name: cosine_sample_quality(cloud, fresh, max_points=QUALITY_POINTS, seed=config.seed,
-                                        bandwidth=bandwidth, half_width=config.half_width)
+                                        bandwidth=bandwidth, half_width=config.half_width, reference_sums=shared)
             for name, cloud in clouds.items()}
 
 

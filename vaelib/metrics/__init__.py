@@ -16,7 +16,9 @@ instead of judging its sample cloud by eye. One concern per module:
 * ``quality``: ``cosine_sample_quality`` (every metric above at once for samples of the cosine
   surface; ``BETTER`` says which way each improves) and ``noise_level`` (a metric between independent fresh draws of the data: the level
   below which a difference between two models is noise);
-* ``_pairs``: the seeded subsets and blockwise sums over pairs of points they share.
+* ``_pairs``: the seeded subsets and blockwise sums over pairs of points they share, and
+  ``ReferenceSums``, which keeps one sample's own pair sums for the calls that score many samples
+  against it.
 
 A generator that puts every point on one spot of the surface has surface distance 0; only the
 coverage and two-sample metrics expose it, which is why they come together. All distances are in
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 from vaelib.claims import mean_std
 from vaelib.evaluation import reconstruction_and_kl
-from vaelib.metrics._pairs import DEFAULT_CHUNK_SIZE
+from vaelib.metrics._pairs import DEFAULT_CHUNK_SIZE, ReferenceSums
 from vaelib.metrics.quality import BETTER, NoiseLevel, cosine_sample_quality, noise_level
 from vaelib.metrics.surface import (DEFAULT_CELLS_PER_SIDE, DEFAULT_REFERENCE_POINTS, DEFAULT_WITHIN,
                                     SURFACE_DISTANCE_TOLERANCE, cell_coverage, coverage_distance,
@@ -38,6 +40,6 @@ from vaelib.metrics.surface import (DEFAULT_CELLS_PER_SIDE, DEFAULT_REFERENCE_PO
 from vaelib.metrics.two_sample import MEDIAN_MAX_POINTS, energy_distance, median_bandwidth, mmd2
 
 __all__ = ["BETTER", "DEFAULT_CELLS_PER_SIDE", "DEFAULT_CHUNK_SIZE", "DEFAULT_REFERENCE_POINTS", "DEFAULT_WITHIN",
-           "MEDIAN_MAX_POINTS", "SURFACE_DISTANCE_TOLERANCE", "NoiseLevel", "cell_coverage", "cosine_sample_quality",
+           "MEDIAN_MAX_POINTS", "SURFACE_DISTANCE_TOLERANCE", "NoiseLevel", "ReferenceSums", "cell_coverage", "cosine_sample_quality",
            "coverage_distance", "energy_distance", "mean_std", "median_bandwidth", "mmd2", "nearest_surface_points",
            "noise_level", "reconstruction_and_kl", "surface_distance", "surface_distance_summary"]

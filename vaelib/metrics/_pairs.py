@@ -4,6 +4,7 @@ distances), so that memory stays bounded whatever the number of points."""
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 
@@ -41,12 +42,14 @@ SAFE_SCALE = (2.0**-330, 2.0**330)
 
 def two_samples(x: torch.Tensor, y: torch.Tensor, max_points: int | None, seed: int,
                 chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Validated, subsampled float64 copies of x and y, centred on their pooled mean and divided by
-    ``scale`` (returned third): 1 for coordinates within ``SAFE_SCALE`` (about 1e-99 to 1e99), else
-    a power of two near their largest magnitude. Dividing by a power of two is exact, so a
+    """Validated, subsampled float64 copies of x and y, divided by ``scale`` (returned third) and
+    centred on y's mean. ``scale`` is 1 for coordinates within ``SAFE_SCALE`` (about 1e-99 to 1e99),
+    else a power of two near their largest magnitude. Dividing by a power of two is exact, so a
     distance computed from the scaled copies, times ``scale``, is the distance of the originals;
-    squared distances then neither overflow nor underflow. Raises ``ValueError`` when every point of
-    x and y is one and the same point: a distance between distributions needs some spread."""
+    squared distances then neither overflow nor underflow. Centred on y alone, y's copy (and so its
+    own pair sums) is the same whatever x it is compared with: ``ReferenceSums`` reuses them. Raises
+    ``ValueError`` when every point of x and y is one and the same point: a distance between
+    distributions needs some spread."""
     x = _checks.data_matrix("x", x)
     y = same_width("y", y, x)
     _checks.positive_int("chunk_size", chunk_size)
@@ -62,7 +65,7 @@ def two_samples(x: torch.Tensor, y: torch.Tensor, max_points: int | None, seed: 
     largest = pooled.abs().max().item()
     scale = power_of_two_scale(largest)
     x, y = x / scale, y / scale  # exact: a power of two
-    center = torch.cat([x, y]).mean(dim=0)
+    center = y.mean(dim=0)
     x, y = x - center, y - center
     if torch.cat([x, y]).abs().max().item() == 0:
         raise ValueError("every point of x and y is the same point: there is no spread to compare "
@@ -110,13 +113,39 @@ def augmented(a: torch.Tensor, right: bool = False) -> torch.Tensor:
     return torch.cat([a, ones, norms] if right else [-2 * a, norms, ones], dim=1)
 
 
+class ReferenceSums:
+    """A sample y that many samples x are compared with (fresh data, scored against every model):
+    its own pair sums, computed once per (y's copy, scale, kernel) and reused while they match.
+
+    ``pair_means(x, y, ..., reference=...)`` asks it for y's sums. It compares the y it is given
+    with the one it holds (an exact comparison of a few thousand numbers, far cheaper than the
+    sums), so a changed subsample or scale is computed afresh, never mistaken for the held one.
+    It holds one y per kind of sum (chunk size, kernel, distances). Safe to share between threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[tuple, tuple[torch.Tensor, list[float]]] = {}
+
+    def own_sums(self, y: torch.Tensor, chunk_size: int, kernel_scale: float | None, distances: bool) -> list[float]:
+        key = (chunk_size, kernel_scale, distances)
+        with self._lock:
+            held = self._held.get(key)
+            if held is not None and held[0].shape == y.shape and torch.equal(held[0], y):
+                return held[1]
+            sums = pair_sums(y, y, chunk_size, kernel_scale, distances, same=True)
+            self._held[key] = (y, sums)
+            return sums
+
+
 def pair_means(x: torch.Tensor, y: torch.Tensor, chunk_size: int, *, kernel_scale: float | None = None,
-                distances: bool = False) -> dict[str, tuple[float, float, float]]:
+               distances: bool = False, reference: ReferenceSums | None = None) -> dict[str, tuple[float, float, float]]:
     """Means of exp(kernel_scale ||a - b||^2) (key "kernel") and of ||a - b|| (key "distance") over the
-    pairs (x_i, x_j) with i != j, (y_i, y_j) with i != j, and (x_i, y_j): a tuple (xx, yy, xy) per key."""
+    pairs (x_i, x_j) with i != j, (y_i, y_j) with i != j, and (x_i, y_j): a tuple (xx, yy, xy) per key.
+    With ``reference`` y's own sums come from it (computed there once for many x)."""
     m, n = len(x), len(y)
     sums = [pair_sums(x, x, chunk_size, kernel_scale, distances, same=True),
-            pair_sums(y, y, chunk_size, kernel_scale, distances, same=True),
+            (reference.own_sums(y, chunk_size, kernel_scale, distances) if reference is not None
+             else pair_sums(y, y, chunk_size, kernel_scale, distances, same=True)),
             pair_sums(x, y, chunk_size, kernel_scale, distances, same=False)]
     pairs = (m * (m - 1), n * (n - 1), m * n)
     names = (["kernel"] if kernel_scale is not None else []) + (["distance"] if distances else [])

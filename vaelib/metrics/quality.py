@@ -11,8 +11,8 @@ import torch
 
 from vaelib import _checks, threads
 from vaelib.data import COSINE_HALF_WIDTH
-from vaelib.metrics._pairs import (DEFAULT_CHUNK_SIZE, finite_result, kernel_scale, pair_means, seeded_generator,
-                                   subsample, two_samples)
+from vaelib.metrics._pairs import (DEFAULT_CHUNK_SIZE, ReferenceSums, finite_result, kernel_scale, pair_means,
+                                   seeded_generator, subsample, two_samples)
 from vaelib.metrics.surface import (DEFAULT_CELLS_PER_SIDE, DEFAULT_WITHIN, coverage_distance, distance_summary,
                                     nearest_surface_points, occupied_fraction)
 from vaelib.metrics.two_sample import median_bandwidth
@@ -71,8 +71,8 @@ def noise_level(metric: Callable[..., float], source: Callable[..., torch.Tensor
 
 @threads.limited()
 def cosine_sample_quality(samples: torch.Tensor, data: torch.Tensor, *, max_points: int | None = None,
-                          seed: int = 0, bandwidth: float | None = None,
-                          half_width: float = COSINE_HALF_WIDTH) -> dict[str, float]:
+                          seed: int = 0, bandwidth: float | None = None, half_width: float = COSINE_HALF_WIDTH,
+                          reference_sums: ReferenceSums | None = None) -> dict[str, float]:
     """Every sample-quality metric of 3-D samples of the cosine surface against fresh data.
 
     Keys: ``surface_distance`` (mean) and ``surface_distance_p90`` (``surface_distance_summary``),
@@ -82,7 +82,9 @@ def cosine_sample_quality(samples: torch.Tensor, data: torch.Tensor, *, max_poin
     data shares one kernel; computing it once and passing it saves its cost on every call. ``max_points``
     (with ``seed``) subsamples samples and data once, for every metric: to score many models, use one
     subsample size for all (coverage depends on the count) and take the noise level at that size,
-    ``noise_level(..., n=max_points)``. Used by the comparison chapter (Part III).
+    ``noise_level(..., n=max_points)``. To score many clouds against the same data, pass one
+    ``ReferenceSums()`` to every call: the data's own pair sums (a quarter of the two-sample work)
+    are then computed once. Used by the comparison chapter (Part III).
     """
     generator = seeded_generator(seed)
     samples = subsample(_checks.data_matrix("samples", samples, 3), max_points, generator)
@@ -93,7 +95,8 @@ def cosine_sample_quality(samples: torch.Tensor, data: torch.Tensor, *, max_poin
     nearest, distance = nearest_surface_points(samples, half_width=half_width)
     surface = distance_summary(distance)
     x, y, scale = two_samples(samples, data, None, seed, DEFAULT_CHUNK_SIZE)
-    means = pair_means(x, y, DEFAULT_CHUNK_SIZE, kernel_scale=kernel_scale(bandwidth, scale), distances=True)
+    means = pair_means(x, y, DEFAULT_CHUNK_SIZE, kernel_scale=kernel_scale(bandwidth, scale), distances=True,
+                       reference=reference_sums)
     (kxx, kyy, kxy), (dxx, dyy, dxy) = means["kernel"], means["distance"]
     values = {"surface_distance": surface["mean"], "surface_distance_p90": surface["p90"],
               "coverage_distance": coverage_distance(samples, half_width=half_width),

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from vaelib import _checks, threads
-from vaelib.metrics._pairs import (DEFAULT_CHUNK_SIZE, finite_result, kernel_scale, pair_means, power_of_two_scale,
-                                   same_width, seeded_generator, subsample, two_samples)
+from vaelib.metrics._pairs import (DEFAULT_CHUNK_SIZE, ReferenceSums, finite_result, kernel_scale, pair_means,
+                                   power_of_two_scale, same_width, seeded_generator, subsample, two_samples)
 
 MEDIAN_MAX_POINTS = 1000
 
@@ -43,7 +43,7 @@ def median_bandwidth(x: torch.Tensor, y: torch.Tensor | None = None, *, max_poin
 
 @threads.limited()
 def mmd2(x: torch.Tensor, y: torch.Tensor, *, bandwidth: float | None = None, max_points: int | None = None,
-         seed: int = 0, chunk_size: int = DEFAULT_CHUNK_SIZE) -> float:
+         seed: int = 0, chunk_size: int = DEFAULT_CHUNK_SIZE, reference_sums: ReferenceSums | None = None) -> float:
     """The unbiased squared maximum mean discrepancy between the samples x and y (any dimension).
 
     MMD^2_u = mean_{i != j} k(x_i, x_j) + mean_{i != j} k(y_i, y_j) - 2 mean_{i, j} k(x_i, y_j) with the
@@ -53,28 +53,30 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, *, bandwidth: float | None = None, ma
     on the pooled sample; pass a fixed bandwidth to compare several models on one scale. With
     ``max_points`` each sample is replaced by a seeded random subset of that size. Computed in float64,
     ``chunk_size`` x ``chunk_size`` pairs at a time. Its noise level is ``noise_level(mmd2, ...)``.
-    Used by the comparison chapter (Part III).
+    Scoring many x against one y, pass one ``ReferenceSums()`` to every call: y's own pair sums are
+    computed once. Used by the comparison chapter (Part III).
     """
     if bandwidth is not None:
         _checks.positive_float("bandwidth", bandwidth)
     x, y, scale = two_samples(x, y, max_points, seed, chunk_size)
     if bandwidth is None:
         bandwidth = median_bandwidth(x, y, seed=seed) * scale
-    xx, yy, xy = pair_means(x, y, chunk_size, kernel_scale=kernel_scale(bandwidth, scale))["kernel"]
+    xx, yy, xy = pair_means(x, y, chunk_size, kernel_scale=kernel_scale(bandwidth, scale),
+                            reference=reference_sums)["kernel"]
     return finite_result("mmd2", xx + yy - 2 * xy)
 
 
 @threads.limited()
 def energy_distance(x: torch.Tensor, y: torch.Tensor, *, max_points: int | None = None, seed: int = 0,
-                    chunk_size: int = DEFAULT_CHUNK_SIZE) -> float:
+                    chunk_size: int = DEFAULT_CHUNK_SIZE, reference_sums: ReferenceSums | None = None) -> float:
     """The unbiased energy distance between the samples x and y (any dimension).
 
     E = 2 mean_{i, j} ||x_i - y_j|| - mean_{i != j} ||x_i - x_j|| - mean_{i != j} ||y_i - y_j||
     (Szekely & Rizzo), a U-statistic in the data's units: 0 in expectation when x and y come from the
     same distribution, positive otherwise, and free of any bandwidth. ``max_points``, ``seed`` and
-    ``chunk_size`` act as in ``mmd2``. Its noise level is ``noise_level(energy_distance, ...)``. Used by
+    ``chunk_size`` and ``reference_sums`` act as in ``mmd2``. Its noise level is ``noise_level(energy_distance, ...)``. Used by
     the comparison chapter (Part III).
     """
     x, y, scale = two_samples(x, y, max_points, seed, chunk_size)
-    xx, yy, xy = pair_means(x, y, chunk_size, distances=True)["distance"]
+    xx, yy, xy = pair_means(x, y, chunk_size, distances=True, reference=reference_sums)["distance"]
     return finite_result("energy_distance", (2 * xy - xx - yy) * scale)
