@@ -124,7 +124,7 @@ class ReferenceSums:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._held: dict[tuple, tuple[torch.Tensor, list[float]]] = {}
+        self._held: dict[tuple[int, float | None, bool], tuple[torch.Tensor, list[float]]] = {}
 
     def own_sums(self, y: torch.Tensor, chunk_size: int, kernel_scale: float | None, distances: bool) -> list[float]:
         key = (chunk_size, kernel_scale, distances)
