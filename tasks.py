@@ -697,10 +697,10 @@ def main(argv: list[str]) -> int:
         ensure_chromium()
         return pdf()
     ensure_chromium()
-    return subprocess.run([str(PYTHON), "-m", "pytest", *test_workers(), "tests"], cwd=ROOT).returncode
+    return subprocess.run([str(PYTHON), "-m", "pytest", *pytest_worker_arguments(), "tests"], cwd=ROOT).returncode
 
 
-def test_workers() -> list[str]:
+def pytest_worker_arguments() -> list[str]:
     """pytest-xdist's arguments: one worker per core, each test file whole on one worker (its module
     fixtures, such as the browser's page reports, are set up once). The book is built once for all
     workers (tests/conftest.py); the files that need it are collected last, so that the other
@@ -709,7 +709,8 @@ def test_workers() -> list[str]:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return ["-n", str(cores), "--dist", "loadfile"] if cores > 1 else []
+    # --no-loadscope-reorder: in the order collected (tests/conftest.py), not the largest file first.
+    return ["-n", str(cores), "--dist", "loadfile", "--no-loadscope-reorder"] if cores > 1 else []
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ SLOW = {
 # run last, except test_book.py, which runs first and so starts the build: under pytest-xdist
 # (``tasks.py test`` runs one worker per core, a file whole on one worker) the other workers run the
 # library's tests while the book builds, then share these out.
-BOOK_FILES = ("test_fresh_venv.py",  # 210 s: pip installs into a new venv
+BOOK_FILES = ("test_fresh_venv.py",  # 190-210 s: pip installs into a new venv first, then asks for the book
               "test_browser.py",  # 180 s
               "test_pdf.py",  # 155 s
               "test_chapters.py", "test_offline.py", "test_takeaway.py", "test_interactive.py")
