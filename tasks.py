@@ -222,12 +222,13 @@ def prepare_kernel_environment() -> None:
 def _execute(path: str, timeout: int) -> Execution:
     """Run one chapter as myst-nb's cache mode runs it (in its folder, _config.yml's timeout per
     cell, errors not allowed), recording what its kernel imports; in a worker process of
-    ``execute_uncached_chapters``."""
+    ``execute_uncached_chapters`` (or in ``chapter``'s own process)."""
     import tempfile
 
     import nbformat
     from jupyter_cache.executors.utils import single_nb_execution
 
+    prepare_kernel_environment()  # the kernel started below inherits this process's environment
     notebook = nbformat.read(path, as_version=4)
     with tempfile.TemporaryDirectory(prefix="vaebook-imports-") as scratch:
         recorder, record = Path(scratch) / "record_imports.py", Path(scratch) / "imported.txt"
@@ -265,7 +266,6 @@ def execute_uncached_chapters(output: Path = BUILD_DIR, root: Path = ROOT) -> No
         return
     workers = min(len(pending), os.cpu_count() or 1)
     print(f"executing {len(pending)} chapters, {workers} at a time", flush=True)
-    prepare_kernel_environment()
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for execution in pool.map(_execute, pending, [timeout] * len(pending)):
             name = Path(execution.path).relative_to(root)
@@ -333,7 +333,6 @@ def chapter(name: str, output: Path = BUILD_DIR, root: Path = ROOT) -> int:
     if is_chapter:
         clear_cache_if_library_changed(output, root)
     timeout = yaml.safe_load((root / "_config.yml").read_text())["execute"]["timeout"]
-    prepare_kernel_environment()  # as the book build sets it for its kernels
     print(f"executing {label}.ipynb ...", flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     execution = _execute(str(path), timeout)

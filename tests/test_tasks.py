@@ -189,9 +189,8 @@ def test_chapter_kernels_show_inline_figures_whatever_mplbackend_says(tmp_path, 
     nbformat.write(nbformat.v4.new_notebook(
         cells=[new_code_cell("import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0])")],
         metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}), notebook)
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # restored afterwards
     monkeypatch.setenv("VAELIB_PLOTLYJS", "page")  # restored afterwards, like MPLBACKEND
-    tasks.prepare_kernel_environment()
     execution = tasks._execute(str(notebook), timeout=120)
     assert execution.error is None, execution.error
     outputs = execution.notebook.cells[0].outputs

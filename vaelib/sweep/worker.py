@@ -102,13 +102,20 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, spec: dict[str, Any]) -> d
     return {name: values[name] for name in wanted}
 
 
+# Every run of a sweep scores its samples against the same reference points: their own pair sums are
+# computed once per worker process. ReferenceSums compares the reference's exact copy, so another
+# sweep's reference in the same process is computed afresh, never mistaken for this one.
+_REFERENCE_SUMS = metrics.ReferenceSums()
+
+
 def _sample_metrics(samples: torch.Tensor, x: torch.Tensor, spec: dict[str, Any]) -> dict[str, float]:
     data, evaluation = spec["data"], spec["evaluation"]
     n, reference_seed = evaluation["samples"], evaluation["reference_seed"]
     if data["kind"] == "cosine":
         reference = cosine_surface(n, noise=data["noise"], seed=reference_seed, half_width=data["half_width"])
-        return metrics.cosine_sample_quality(samples, reference, half_width=data["half_width"])
+        return metrics.cosine_sample_quality(samples, reference, half_width=data["half_width"],
+                                             reference_sums=_REFERENCE_SUMS)
     reference = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(reference_seed))[:n]]
     bandwidth = metrics.median_bandwidth(reference)
-    return {"mmd2": metrics.mmd2(samples, reference, bandwidth=bandwidth),
-            "energy": metrics.energy_distance(samples, reference)}
+    return {"mmd2": metrics.mmd2(samples, reference, bandwidth=bandwidth, reference_sums=_REFERENCE_SUMS),
+            "energy": metrics.energy_distance(samples, reference, reference_sums=_REFERENCE_SUMS)}
